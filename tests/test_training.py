@@ -53,8 +53,16 @@ def _train(tmp_path, name, kill_at=None):
     if kill_at is not None:
         env[FAULT_KILL_VARIABLE] = str(kill_at)
     return subprocess.run(
-        [sys.executable, str(script), str(tmp_path / f"state_{name}"), str(tmp_path / f"{name}.pt")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / f"state_{name}"),
+            str(tmp_path / f"{name}.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -78,12 +86,18 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 
 def test_checkpoint_with_other_settings_is_not_resumed(tmp_path, caplog):
     net = torch.nn.Linear(2, 1)
-    trainer = ResumableTrainer(tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 1})
+    trainer = ResumableTrainer(
+        tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 1}
+    )
     list(trainer.steps())
     trainer.finish()
-    same = ResumableTrainer(tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 1})
+    same = ResumableTrainer(
+        tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 1}
+    )
     assert list(same.steps()) == []
-    other = ResumableTrainer(tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 2})
+    other = ResumableTrainer(
+        tmp_path, {"model": net}, total_steps=4, checkpoint_every=2, settings={"lr": 2}
+    )
     assert list(other.steps()) == [0, 1, 2, 3]
     assert "other settings" in caplog.text
 

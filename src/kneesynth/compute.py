@@ -57,7 +57,9 @@ def autocast(device: torch.device, compute: Mapping[str, Any] | None = None):
     return contextlib.nullcontext()
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device, compute: Mapping[str, Any] | None = None) -> torch.nn.Module:
+def prepare_model(
+    model: torch.nn.Module, device: torch.device, compute: Mapping[str, Any] | None = None
+) -> torch.nn.Module:
     """Move ``model`` to ``device``; apply channels_last and torch.compile when configured.
 
     Returns the module to call (compiled or not); its parameters are shared with ``model`` so

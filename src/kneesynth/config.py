@@ -17,7 +17,9 @@ def _key_path(path: Iterable[Any]) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str], config_files: Iterable[str] = ()) -> None:
+def validate_config(
+    config: Mapping[str, Any], schema_path: str | os.PathLike[str], config_files: Iterable[str] = ()
+) -> None:
     """Validate ``config`` against the JSON schema (YAML) at ``schema_path``.
 
     Uses Snakemake's ``validate`` (which also fills in schema defaults); on failure raises

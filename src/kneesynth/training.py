@@ -58,7 +58,7 @@ def step_generator(seed: int, step: int, device: str | torch.device = "cpu") -> 
 
 
 def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    numpy_state = np.random.get_state()  # noqa: NPY002 - global RNG that code outside us may use
     state = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
@@ -73,8 +73,14 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     position, has_gauss, cached_gaussian = state["numpy_meta"]
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(position), int(has_gauss), float(cached_gaussian))
+    np.random.set_state(  # noqa: NPY002 - restores the global RNG saved above
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            int(position),
+            int(has_gauss),
+            float(cached_gaussian),
+        )
     )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -139,7 +145,9 @@ class ResumableTrainer:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a damaged checkpoint cannot be trusted: start again
-            logger.warning("%s: unreadable checkpoint (%s); training starts from step 0", path, error)
+            logger.warning(
+                "%s: unreadable checkpoint (%s); training starts from step 0", path, error
+            )
             return 0
         if checkpoint.get("fingerprint") != self.fingerprint:
             logger.warning(
@@ -148,7 +156,9 @@ class ResumableTrainer:
             return 0
         missing = set(self.objects) - set(checkpoint["objects"])
         if missing:
-            logger.warning("%s: checkpoint lacks %s; training starts from step 0", path, sorted(missing))
+            logger.warning(
+                "%s: checkpoint lacks %s; training starts from step 0", path, sorted(missing)
+            )
             return 0
         for name, obj in self.objects.items():
             obj.load_state_dict(checkpoint["objects"][name])
@@ -193,8 +203,12 @@ class ResumableTrainer:
         entry = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         if step % self.log_every == 0 or step == self.total_steps - 1:
             self.history.append(entry)
-            logger.info("step %d/%d %s", step + 1, self.total_steps,
-                        " ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+            logger.info(
+                "step %d/%d %s",
+                step + 1,
+                self.total_steps,
+                " ".join(f"{k}={v:.5g}" for k, v in metrics.items()),
+            )
 
     def finish(self) -> None:
         """Save the final state (so a job killed while writing outputs need not retrain)."""
@@ -205,14 +219,20 @@ class ResumableTrainer:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
+def save_weights(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, Any],
+    meta: Mapping[str, Any] | None = None,
+) -> None:
     """Write final weights (+ plain-typed metadata) atomically, loadable with weights_only."""
     payload = {"state_dict": dict(state_dict), "meta": dict(meta or {})}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
 
 
-def load_weights(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def load_weights(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read weights written by :func:`save_weights` (``weights_only=True``): (state_dict, meta)."""
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)

@@ -39,16 +39,18 @@ def configure_logging(log_path: str | None = None, level: int = logging.INFO) ->
 
 
 def set_threads(threads: int | None) -> None:
-    """Limit torch (and BLAS, for libraries read later) to the job's threads."""
+    """Limit torch and BLAS to the job's threads, without importing torch in jobs that don't use it.
+
+    torch reads ``OMP_NUM_THREADS`` when it is imported later; if it is already loaded, it is
+    told directly.
+    """
     if not threads:
         return
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(variable, str(threads))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return
-    torch.set_num_threads(int(threads))
+        os.environ[variable] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(threads))
 
 
 def run_script(main: Callable[[Any], None], snakemake: Any) -> None:

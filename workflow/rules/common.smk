@@ -3,6 +3,7 @@ import sys
 
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
+from kneesynth.ingest import list_volumes, volume_names
 
 try:
     validate_config(
@@ -11,33 +12,52 @@ try:
 except InputError as error:
     sys.exit(f"kneesynth: error: {error}")
 
+# The {volume} wildcard values, known at parse time: phantom names computed from the config
+# (nothing rendered), or the volumes found in data.sicas_dir.
+try:
+    VOLUMES = volume_names(config)
+except InputError as error:  # e.g. an empty or missing data.sicas_dir: one line
+    sys.exit(f"kneesynth: error: {error}")
+
+
 
 wildcard_constraints:
     volume=r"[^/]+",
     condition=r"contour|contour_bone",
 
 
-STAGES = [
-    "DATA",
-    "DRR",
-    "SEGMENTATION",
-    "GENERATORS",
-    "SAMPLES",
-    "CLASSIFIERS",
-    "CHECKS",
-    "STATS",
-    "FIGURES",
+def all_targets(wildcards):
+    """Every stage's outputs (STAGE_TARGETS is filled in targets.smk, read at DAG time)."""
+    return sorted({path for paths in STAGE_TARGETS.values() for path in paths})
+
+
+# The per-study tables of paired tests that rule paired_tests joins.
+PAIRED_TEST_TABLES = [
+    "results/study_a/paired_tests.tsv",
+    "results/study_b/paired_tests.tsv",
 ]
 
 
-def stage_targets(stage):
-    """Every path listed by a stage file in a variable named <STUDY>_<STAGE> (e.g. DRR_DRR)."""
-    targets = []
-    for name, value in list(globals().items()):
-        if name.isupper() and name.endswith("_" + stage) and isinstance(value, list):
-            targets.extend(value)
-    return targets
+# --- data: phantom or real folders ---
+DATA_REAL_CT = bool(config["data"]["sicas_dir"])
+DATA_REAL_OAI = bool(config["data"].get("oai_dir"))
+DATA_OAI_RAW = DATA_REAL_OAI and config["data"].get("oai_format", "chen") == "raw"
 
 
-def all_targets(wildcards):
-    return [path for stage in STAGES for path in stage_targets(stage)]
+
+def ct_sources(wildcards):
+    """Raw CT volumes in VOLUMES order: the SICAS folder's files or the phantom NIfTIs."""
+    if DATA_REAL_CT:
+        found = list_volumes(config["data"]["sicas_dir"])
+        return [str(found[volume]) for volume in VOLUMES]
+    return expand("results/phantom/sicas/{volume}.nii", volume=VOLUMES)
+
+
+def oai_source(wildcards):
+    """The OAI folder: real (Chen layout or raw DICOM) or the phantom Chen layout."""
+    return config["data"]["oai_dir"] if DATA_REAL_OAI else "results/phantom/oai"
+
+
+def oai_kl_tables(wildcards):
+    """Raw OAI KL tables named in the config (an empty list: ingest searches oai_dir)."""
+    return list(config["data"].get("oai_kl_tables", [])) if DATA_OAI_RAW else []

@@ -1,47 +1,62 @@
 # Stage targets for partial reruns: `snakemake --cores all <stage>` builds that stage and what
-# it needs, nothing after it.
+# it needs, nothing after it. Each stage file lists its final outputs at its top.
+STAGE_TARGETS = {
+    "data": DATA_DATA,
+    "drr": DRR_DRR,
+    "segmentation": SEG_SEGMENTATION,
+    "generators": STUDY_A_GENERATORS + STUDY_B_GENERATORS,
+    "samples": STUDY_A_SAMPLES + STUDY_B_SAMPLES,
+    "classifiers": STUDY_B_CLASSIFIERS,
+    "checks": CHECKS_CHECKS + CHECKS_FIGURES,
+    "stats": STUDY_A_STATS + STUDY_B_STATS + STUDY_B_CLASSIFIER_STATS + LEAD_STATS,
+    "figures": SEG_FIGURES
+    + STUDY_A_FIGURES
+    + STUDY_B_FIGURES
+    + STUDY_B_CLASSIFIER_FIGURES
+    + CHECKS_FIGURES,
+}
 
 
 rule data:
     input:
-        stage_targets("DATA"),
+        STAGE_TARGETS["data"],
 
 
 rule drr:
     input:
-        stage_targets("DRR"),
+        STAGE_TARGETS["drr"],
 
 
 rule segmentation:
     input:
-        stage_targets("SEGMENTATION"),
+        STAGE_TARGETS["segmentation"],
 
 
 rule generators:
     input:
-        stage_targets("GENERATORS"),
+        STAGE_TARGETS["generators"],
 
 
 rule samples:
     input:
-        stage_targets("SAMPLES"),
+        STAGE_TARGETS["samples"],
 
 
 rule classifiers:
     input:
-        stage_targets("CLASSIFIERS"),
+        STAGE_TARGETS["classifiers"],
 
 
 rule checks:
     input:
-        stage_targets("CHECKS"),
+        STAGE_TARGETS["checks"],
 
 
 rule stats:
     input:
-        stage_targets("STATS"),
+        STAGE_TARGETS["stats"],
 
 
 rule figures:
     input:
-        stage_targets("FIGURES"),
+        STAGE_TARGETS["figures"],

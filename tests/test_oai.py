@@ -1,0 +1,320 @@
+"""OAI radiographs -> manifest: Chen layout, raw DICOM + KL tables, splits, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kneesynth.errors import InputError
+from kneesynth.oai import (
+    build_raw_manifest,
+    ingest_oai,
+    parse_image_id,
+    read_chen_layout,
+    read_kl_table,
+    read_kl_tables,
+)
+
+INGEST_CFG = {
+    "oai_image_size": 32,
+    "oai_crop_fraction": 0.7,
+    "oai_series_keyword": "fixed flexion",
+    "oai_missing_kl": "error",
+    "oai_readprj_priority": [15, 37],
+}
+SPLITS_CFG = {"oai_mode": "participant", "oai_fractions": [0.6, 0.2, 0.2]}
+KL_HEADER = "ID|SIDE|READPRJ|VERSION|V00XRKL|V00XRJSM\n"
+
+
+def png(path, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, dtype=np.uint8), mode="L").save(path)
+    return path
+
+
+def chen_folder(root, participants=10):
+    for i in range(participants):
+        for side in "RL":
+            split = ("train", "val", "test")[i % 3]
+            png(root / split / str((i + (side == "L")) % 5) / f"{9000100 + i}{side}.png")
+    return root
+
+
+def test_parse_image_id():
+    assert parse_image_id("9000001L") == ("9000001", "L", "")
+    assert parse_image_id("9000001R_v03") == ("9000001", "R", "V03")
+    assert parse_image_id("knee_17") == ("knee_17", "", "")
+
+
+def test_chen_layout_to_manifest(tmp_path):
+    manifest = read_chen_layout(chen_folder(tmp_path / "oai"))
+    assert list(manifest.columns) == ["image", "participant", "side", "visit", "kl_grade", "split"]
+    assert len(manifest) == 20
+    row = manifest[manifest["image"].str.endswith("9000101L.png")].iloc[0]
+    assert (row.participant, row.side, row.kl_grade, row.split) == ("9000101", "L", 2, "val")
+
+
+def test_ingest_oai_writes_manifest_and_participant_split(tmp_path):
+    root = chen_folder(tmp_path / "oai", participants=30)
+    ingest_oai(
+        root,
+        "chen",
+        tmp_path / "manifest.tsv",
+        tmp_path / "participants.tsv",
+        INGEST_CFG,
+        SPLITS_CFG,
+        seed=0,
+    )
+    manifest = pd.read_csv(tmp_path / "manifest.tsv", sep="\t", dtype={"participant": str})
+    participants = pd.read_csv(tmp_path / "participants.tsv", sep="\t", dtype={"participant": str})
+    assert len(manifest) == 60
+    assert participants["participant"].is_unique and len(participants) == 30
+    assert (
+        manifest.groupby("participant")["split"].nunique() == 1
+    ).all()  # no participant in two splits
+    assert participants["split"].value_counts().to_dict() == {"train": 18, "val": 6, "test": 6}
+
+
+def test_folder_mode_keeps_chen_split_and_warns_on_leaks(tmp_path, caplog):
+    root = chen_folder(tmp_path / "oai", participants=3)
+    png(root / "test" / "0" / "9000100L_v01.png")  # participant 9000100 is also in train
+    ingest_oai(
+        root,
+        "chen",
+        tmp_path / "m.tsv",
+        tmp_path / "p.tsv",
+        INGEST_CFG,
+        {**SPLITS_CFG, "oai_mode": "folder"},
+        seed=0,
+    )
+    manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t", dtype={"participant": str})
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert any("LEAKS" in record.getMessage() for record in caplog.records)
+
+
+def test_chen_layout_with_a_non_grade_subfolder_is_an_error(tmp_path):
+    root = chen_folder(tmp_path / "oai")
+    png(root / "train" / "5" / "9000999L.png")
+    with pytest.raises(InputError, match=r"train/5: not a KL grade folder '5'"):
+        read_chen_layout(root)
+
+
+def test_chen_layout_with_an_unknown_split_folder_is_an_error(tmp_path):
+    root = chen_folder(tmp_path / "oai")
+    png(root / "auto_test" / "0" / "9000999L.png")
+    with pytest.raises(InputError, match="auto_test: unknown split folder"):
+        read_chen_layout(root)
+
+
+def test_chen_layout_with_a_non_image_file_is_an_error(tmp_path):
+    root = chen_folder(tmp_path / "oai")
+    (root / "train" / "0" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match=r"train/0/notes.txt: not an image file"):
+        read_chen_layout(root)
+
+
+def test_chen_layout_with_a_fake_png_is_an_error(tmp_path):
+    root = chen_folder(tmp_path / "oai")
+    (root / "train" / "0" / "9000998R.png").write_text("not really a png")
+    with pytest.raises(InputError, match="9000998R.png: not a PNG image"):
+        read_chen_layout(root)
+
+
+def test_duplicate_image_ids_are_an_error(tmp_path):
+    root = chen_folder(tmp_path / "oai")
+    png(root / "test" / "4" / "9000100R.png")  # 9000100R is already in train
+    with pytest.raises(InputError, match="duplicate image ID '9000100R'"):
+        read_chen_layout(root)
+
+
+def test_empty_chen_folder_is_an_error_and_nothing_is_written(tmp_path):
+    (tmp_path / "oai" / "train" / "0").mkdir(parents=True)
+    with pytest.raises(InputError, match="no images"):
+        ingest_oai(
+            tmp_path / "oai",
+            "chen",
+            tmp_path / "m.tsv",
+            tmp_path / "p.tsv",
+            INGEST_CFG,
+            SPLITS_CFG,
+            seed=0,
+        )
+    assert not (tmp_path / "m.tsv").exists() and not (tmp_path / "p.tsv").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Raw OAI
+# --------------------------------------------------------------------------------------------
+def kl_table(path, rows, header=KL_HEADER):
+    path.write_text(header + "".join(f"{line}\n" for line in rows))
+    return path
+
+
+def test_kl_table_reads_coded_values(tmp_path):
+    path = kl_table(
+        tmp_path / "kXR_SQ_BU00.txt", ["9000099|1: Right|15|x|2|1", "9000099|2|15|x|0: 0|0"]
+    )
+    table = read_kl_table(path)
+    assert table[["participant", "side", "visit", "kl_grade"]].values.tolist() == [
+        ["9000099", "R", "V00", 2],
+        ["9000099", "L", "V00", 0],
+    ]
+
+
+@pytest.mark.parametrize("code", [".", ".A: Not Expected", ".B: Not Applicable", ""])
+def test_kl_table_with_missing_codes_is_an_error(tmp_path, code):
+    path = kl_table(
+        tmp_path / "kXR_SQ_BU00.txt", ["9000099|1|15|x|2|1", f"9000099|2|15|x|{code}|1"]
+    )
+    with pytest.raises(InputError, match=r"kXR_SQ_BU00.txt: line 3: missing KL grade"):
+        read_kl_table(path)
+
+
+def test_kl_table_missing_codes_can_be_dropped(tmp_path):
+    path = kl_table(
+        tmp_path / "kXR_SQ_BU00.txt", ["9000099|1|15|x|2|1", "9000099|2|15|x|.A: Not Expected|1"]
+    )
+    assert len(read_kl_table(path, missing="drop")) == 1
+
+
+@pytest.mark.parametrize("grade", ["5", "-1", "two"])
+def test_kl_table_with_grade_outside_0_to_4_is_an_error(tmp_path, grade):
+    path = kl_table(
+        tmp_path / "kXR_SQ_BU01.txt",
+        [f"9000099|1|15|x|{grade}|1"],
+        header="ID|SIDE|READPRJ|VERSION|V01XRKL|V01XRJSM\n",
+    )
+    with pytest.raises(InputError, match=r"line 2: KL grade .* in V01XRKL is not 0-4"):
+        read_kl_table(path, missing="drop")
+
+
+def test_kl_table_without_kl_column_is_an_error(tmp_path):
+    path = kl_table(tmp_path / "k.txt", ["9000099|1"], header="ID|SIDE\n")
+    with pytest.raises(InputError, match=r"k.txt: missing column\(s\) V<vv>XRKL"):
+        read_kl_table(path)
+
+
+def test_several_reading_projects_follow_the_priority(tmp_path):
+    path = kl_table(
+        tmp_path / "kXR_SQ_BU00.txt",
+        ["9000099|1|37|x|3|1", "9000099|1|15|x|2|1", "9000099|1|42|x|4|1"],
+    )
+    assert read_kl_tables([path], readprj_priority=[15, 37])["kl_grade"].tolist() == [2]
+    assert read_kl_tables([path], readprj_priority=[37])["kl_grade"].tolist() == [3]
+    assert read_kl_tables([path], readprj_priority=[])["kl_grade"].tolist() == [2]  # lowest READPRJ
+
+
+def write_radiograph(
+    path, participant, laterality=None, description="Bilateral PA Fixed Flexion Knee"
+):
+    """A small bilateral knee radiograph: the right half dark, the left half bright."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientID, ds.Modality, ds.SeriesDescription = participant, "DX", description
+    if laterality:
+        ds.ImageLaterality = laterality
+    pixels = np.zeros((40, 80), dtype=np.uint16)
+    pixels[:, :40] = np.linspace(100, 200, 40)[None, :]
+    pixels[:, 40:] = np.linspace(2000, 3000, 40)[None, :]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+    return path
+
+
+def raw_oai(root):
+    write_radiograph(root / "0.C.2" / "9000099" / "20040101" / "001", "9000099")
+    write_radiograph(root / "1.C.2" / "9000099" / "20050101" / "001", "9000099")
+    write_radiograph(root / "0.C.2" / "9000100" / "20040101" / "001", "9000100")
+    write_radiograph(
+        root / "0.C.2" / "9000100" / "20040101" / "002", "9000100", description="PA Hand"
+    )
+    kl_table(
+        root / "kXR_SQ_BU00.txt",
+        ["9000099|1|15|x|1|1", "9000099|2|15|x|3|1", "9000100|1|15|x|0|0", "9000100|2|15|x|4|0"],
+    )
+    kl_table(
+        root / "kXR_SQ_BU01.txt",
+        ["9000099|1|15|x|2|1", "9000099|2|15|x|.A: Not Expected|1"],
+        header="ID|SIDE|READPRJ|VERSION|V01XRKL|V01XRJSM\n",
+    )
+    return root
+
+
+def test_raw_oai_dicoms_are_matched_to_kl_grades(tmp_path):
+    root = raw_oai(tmp_path / "oai")
+    manifest = build_raw_manifest(
+        root, [], tmp_path / "images", {**INGEST_CFG, "oai_missing_kl": "drop"}
+    )
+    keys = {(r.participant, r.side, r.visit): r.kl_grade for r in manifest.itertuples()}
+    assert keys == {
+        ("9000099", "R", "V00"): 1,
+        ("9000099", "L", "V00"): 3,
+        ("9000099", "R", "V01"): 2,
+        ("9000100", "R", "V00"): 0,
+        ("9000100", "L", "V00"): 4,
+    }
+    right = np.asarray(Image.open(tmp_path / "images" / "9000099R_v00.png"))
+    left = np.asarray(Image.open(tmp_path / "images" / "9000099L_v00.png"))
+    assert right.shape == (32, 32) and right.dtype == np.uint8
+    # Both halves are windowed separately; the crop comes from the right place (a ramp each).
+    assert right[:, -1].mean() > right[:, 0].mean() and left[:, -1].mean() > left[:, 0].mean()
+
+
+def test_raw_oai_missing_kl_code_stops_by_default(tmp_path):
+    root = raw_oai(tmp_path / "oai")
+    with pytest.raises(
+        InputError, match="kXR_SQ_BU01.txt: line 3: missing KL grade '.A: Not Expected'"
+    ):
+        ingest_oai(
+            root,
+            "raw",
+            tmp_path / "m.tsv",
+            tmp_path / "p.tsv",
+            INGEST_CFG,
+            SPLITS_CFG,
+            seed=0,
+            image_dir=tmp_path / "images",
+        )
+    assert not (tmp_path / "images").exists() and not (tmp_path / "m.tsv").exists()
+
+
+def test_raw_oai_duplicate_image_ids_are_an_error(tmp_path):
+    root = raw_oai(tmp_path / "oai")
+    write_radiograph(root / "0.C.2" / "9000099" / "20040102" / "001", "9000099")
+    with pytest.raises(InputError, match="duplicate image ID 9000099R_V00"):
+        build_raw_manifest(root, [], tmp_path / "images", {**INGEST_CFG, "oai_missing_kl": "drop"})
+
+
+def test_raw_oai_ingest_writes_everything(tmp_path):
+    root = raw_oai(tmp_path / "oai")
+    ingest_oai(
+        root,
+        "raw",
+        tmp_path / "m.tsv",
+        tmp_path / "p.tsv",
+        {**INGEST_CFG, "oai_missing_kl": "drop"},
+        SPLITS_CFG,
+        seed=0,
+        image_dir=tmp_path / "images",
+    )
+    manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t", dtype={"participant": str})
+    assert len(manifest) == 5
+    assert all(
+        (tmp_path / "images").joinpath(p.rsplit("/", 1)[-1]).is_file() for p in manifest["image"]
+    )
+    assert all(str(p).startswith(str(tmp_path / "images")) for p in manifest["image"])

@@ -1,0 +1,110 @@
+# Stage data: phantom CTs and radiographs (without real data), standardised CT volumes,
+# the OAI manifest and the train/val/test splits. The input functions below pick phantom or
+# real folders from config["data"]; VOLUMES (the {volume} wildcard values) is computed at
+# parse time by kneesynth.ingest.volume_names without rendering or reading any image.
+DATA_DATA = [
+    *expand("results/ct/{volume}.nii.gz", volume=VOLUMES),
+    "results/splits/volumes.tsv",
+    "results/oai/manifest.tsv",
+    "results/splits/participants.tsv",
+]
+
+
+if not DATA_REAL_CT:
+
+    rule phantom_ct:
+        output:
+            volumes=expand("results/phantom/sicas/{volume}.nii", volume=VOLUMES),
+            parameters="results/phantom/sicas_parameters.tsv",
+        log:
+            "logs/phantom_ct/phantom_ct.log",
+        benchmark:
+            "benchmarks/phantom_ct/phantom_ct.tsv"
+        conda:
+            "../../envs/kneesynth.yaml"
+        threads: 1
+        params:
+            phantom=config["phantom"],
+            seed=config["seed"],
+        script:
+            "../scripts/phantom_ct.py"
+
+
+if not DATA_REAL_OAI:
+
+    rule phantom_oai:
+        output:
+            oai=directory("results/phantom/oai"),
+            truth="results/phantom/oai_truth.tsv",
+        log:
+            "logs/phantom_oai/phantom_oai.log",
+        benchmark:
+            "benchmarks/phantom_oai/phantom_oai.tsv"
+        conda:
+            "../../envs/kneesynth.yaml"
+        threads: 1
+        params:
+            oai=config["phantom"]["oai"],
+            seed=config["seed"],
+            split_fractions=config["splits"]["oai_fractions"],
+        script:
+            "../scripts/phantom_oai.py"
+
+
+rule ingest_ct:
+    input:
+        volumes=ct_sources,
+    output:
+        volumes=expand("results/ct/{volume}.nii.gz", volume=VOLUMES),
+    log:
+        "logs/ingest_ct/ingest_ct.log",
+    benchmark:
+        "benchmarks/ingest_ct/ingest_ct.tsv"
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        ingest=config["ingest"],
+    script:
+        "../scripts/ingest_ct.py"
+
+
+rule split_volumes:
+    output:
+        splits="results/splits/volumes.tsv",
+    log:
+        "logs/split_volumes/split_volumes.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        volumes=VOLUMES,
+        splits=config["splits"],
+        seed=config["seed"],
+        views=config["projection"]["n_views"],
+    script:
+        "../scripts/split_volumes.py"
+
+
+rule ingest_oai:
+    input:
+        oai=oai_source,
+        kl_tables=oai_kl_tables,
+    output:
+        manifest="results/oai/manifest.tsv",
+        participants="results/splits/participants.tsv",
+        images=directory("results/oai/images") if DATA_OAI_RAW else [],
+    log:
+        "logs/ingest_oai/ingest_oai.log",
+    benchmark:
+        "benchmarks/ingest_oai/ingest_oai.tsv"
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        oai_format=config["data"].get("oai_format", "chen") if DATA_REAL_OAI else "chen",
+        ingest=config["ingest"],
+        splits=config["splits"],
+        seed=config["seed"],
+    script:
+        "../scripts/ingest_oai.py"

@@ -1,0 +1,23 @@
+"""Rule ingest_oai: OAI folder (Chen layout or raw DICOM + KL tables) -> results/oai/manifest.tsv
+and results/splits/participants.tsv."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth.oai import ingest_oai
+
+    ingest_oai(
+        snakemake.input.oai,
+        snakemake.params.oai_format,
+        snakemake.output.manifest,
+        snakemake.output.participants,
+        snakemake.params.ingest,
+        snakemake.params.splits,
+        snakemake.params.seed,
+        kl_tables=list(snakemake.input.kl_tables),
+        image_dir=snakemake.output.get("images"),
+    )
+
+
+run_script(main, snakemake)
