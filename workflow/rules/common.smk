@@ -7,7 +7,9 @@ from kneesynth.ingest import list_volumes, volume_names
 
 try:
     validate_config(
-        config, workflow.source_path("../schemas/config.schema.yaml"), workflow.configfiles
+        config,
+        workflow.source_path("../schemas/config.schema.yaml"),
+        workflow.configfiles,
     )
 except InputError as error:
     sys.exit(f"kneesynth: error: {error}")
@@ -18,7 +20,6 @@ try:
     VOLUMES = volume_names(config)
 except InputError as error:  # e.g. an empty or missing data.sicas_dir: one line
     sys.exit(f"kneesynth: error: {error}")
-
 
 
 wildcard_constraints:
@@ -42,7 +43,6 @@ PAIRED_TEST_TABLES = [
 DATA_REAL_CT = bool(config["data"]["sicas_dir"])
 DATA_REAL_OAI = bool(config["data"].get("oai_dir"))
 DATA_OAI_RAW = DATA_REAL_OAI and config["data"].get("oai_format", "chen") == "raw"
-
 
 
 def ct_sources(wildcards):

@@ -29,10 +29,10 @@ rule provenance:
             category="Scorecard",
             subcategory="stats",
         ),
+    log:
+        "logs/provenance/provenance.log",
     params:
         config=config,
         config_files=workflow.configfiles,
-    log:
-        "logs/provenance/provenance.log",
     script:
         "../scripts/provenance.py"
