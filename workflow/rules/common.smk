@@ -1,4 +1,6 @@
 # Config validation, the lists of volumes, and the input functions of every stage.
+import glob
+import os
 import sys
 
 from kneesynth.config import validate_config
@@ -61,3 +63,24 @@ def oai_source(wildcards):
 def oai_kl_tables(wildcards):
     """Raw OAI KL tables named in the config (an empty list: ingest searches oai_dir)."""
     return list(config["data"].get("oai_kl_tables", [])) if DATA_OAI_RAW else []
+
+
+# --- checks ---
+def checks_kl_predictions(wildcards):
+    """Study B classifier predictions (real and synthetic-only arms, every seed) for utility."""
+    utility = config["checks"]["utility"]
+    if not utility["kl_arms"]:
+        return []
+    seeds = config["study_b"]["classifiers"]["seeds"]
+    return expand(
+        "results/classifiers/{task}/{arm}/seed{seed}.tsv",
+        task=utility["kl_task"],
+        arm=["real", *utility["kl_arms"]],
+        seed=seeds,
+    )
+
+
+def checks_reader_responses(wildcards):
+    """Filled answer sheets <reader>_<generator>.csv in the configured folder (may be none)."""
+    folder = config["checks"]["reader_study"]["responses_dir"]
+    return sorted(glob.glob(os.path.join(folder, "*.csv")))

@@ -1,0 +1,517 @@
+"""Kellgren-Lawrence (KL) classification metrics for study B (scikit-learn based).
+
+A prediction table is what :func:`kneesynth.classify.predict` writes per (task, arm, seed):
+one row per real test image with columns ``image, participant, kl_grade, target,
+prediction, prob_<class>...``. ``target`` is the class index of the task: the KL grade
+0-4 for ``kl5`` and ``int(kl_grade >= 2)`` for ``kl_binary``.
+
+Metrics (all from scikit-learn, ``zero_division=0`` so that a class that is never
+predicted has precision 0 rather than a warning):
+
+- ``accuracy``, ``balanced_accuracy`` (mean per-class recall),
+- ``precision_<c>``, ``recall_<c>`` per class c and their unweighted means
+  ``macro_precision``, ``macro_recall``,
+- ``oa_positive_recall``: the share of test images with KL >= 2 (radiographic OA) that the
+  classifier places in an OA-positive class (predicted KL >= 2 for ``kl5``, class 1 for
+  ``kl_binary``); the abstract's "recall for OA-positive classes",
+- ``oa_positive_precision``: the share of images predicted OA-positive that have KL >= 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+#: class labels of each classification task (target values)
+TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
+#: human-readable class names (axis labels of confusion matrices)
+TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "kl5": ("KL0", "KL1", "KL2", "KL3", "KL4"),
+    "kl_binary": ("KL<2", "KL>=2"),
+}
+#: lowest KL grade counted as radiographic osteoarthritis (OA-positive)
+OA_POSITIVE_KL = 2
+
+#: Smits Serena et al. (DKOU 2025 abstract): accuracy of the classifier trained on real
+#: images and on real + DDPM images. The abstract does not say 5-class or binary, nor which
+#: DDPM (unconditional or conditional) gave 83.0 %; we put the values beside both tasks and
+#: both DDPM arms and say so in the table's note.
+PAPER_ACCURACY: dict[str, float] = {
+    "real": 0.813,
+    "real+ddpm_uncond": 0.830,
+    "real+ddpm_cond": 0.830,
+}
+#: the abstract's p-values of the augmented arm against ``real`` (as printed)
+PAPER_P_VALUE: dict[str, str] = {
+    "real+ddpm_uncond": "<0.01",
+    "real+ddpm_cond": "<0.01",
+    "real+wgan": "~0.15",
+}
+
+
+def task_target(kl_grade: np.ndarray, task: str) -> np.ndarray:
+    """Class index of each image for ``task``.
+
+    kl_grade: (n,) integers 0-4. Returns (n,) int64: the grade for ``kl5``,
+    ``kl_grade >= 2`` for ``kl_binary``.
+    """
+    kl_grade = np.asarray(kl_grade, dtype=np.int64)
+    if task == "kl5":
+        return kl_grade.copy()
+    if task == "kl_binary":
+        return (kl_grade >= OA_POSITIVE_KL).astype(np.int64)
+    raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_CLASSES)}")
+
+
+def oa_positive(labels: np.ndarray, task: str) -> np.ndarray:
+    """(n,) bool: whether a target or predicted class of ``task`` means KL >= 2."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if task == "kl5":
+        return labels >= OA_POSITIVE_KL
+    if task == "kl_binary":
+        return labels == 1
+    raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_CLASSES)}")
+
+
+def classification_metrics(
+    target: Sequence[int] | np.ndarray, prediction: Sequence[int] | np.ndarray, task: str
+) -> dict[str, float]:
+    """All scalar metrics of one prediction set.
+
+    target, prediction: (n,) class indices of ``task``. Returns an ordered dict
+    metric name -> value (see the module docstring for the names).
+    """
+    target = np.asarray(target, dtype=np.int64)
+    prediction = np.asarray(prediction, dtype=np.int64)
+    if target.shape != prediction.shape or target.ndim != 1 or target.size == 0:
+        raise ValueError(
+            f"target and prediction must be non-empty 1-D arrays of one length, got "
+            f"{target.shape} and {prediction.shape}"
+        )
+    classes = list(TASK_CLASSES[task])
+    precision, recall, _, _ = precision_recall_fscore_support(
+        target, prediction, labels=classes, zero_division=0
+    )
+    # balanced accuracy over the classes present in the test set (scikit-learn's definition)
+    metrics: dict[str, float] = {
+        "accuracy": float(accuracy_score(target, prediction)),
+        "balanced_accuracy": float(balanced_accuracy_score(target, prediction)),
+    }
+    for cls, p, r in zip(classes, precision, recall, strict=True):
+        metrics[f"precision_{cls}"] = float(p)
+        metrics[f"recall_{cls}"] = float(r)
+    metrics["macro_precision"] = float(np.mean(precision))
+    metrics["macro_recall"] = float(np.mean(recall))
+    true_positive = oa_positive(target, task)
+    predicted_positive = oa_positive(prediction, task)
+    hits = np.sum(true_positive & predicted_positive)
+    metrics["oa_positive_recall"] = (
+        float(hits / true_positive.sum()) if true_positive.any() else 0.0
+    )
+    metrics["oa_positive_precision"] = (
+        float(hits / predicted_positive.sum()) if predicted_positive.any() else 0.0
+    )
+    return metrics
+
+
+def kl_confusion_matrix(
+    target: Sequence[int] | np.ndarray, prediction: Sequence[int] | np.ndarray, task: str
+) -> np.ndarray:
+    """(k, k) int64 counts, rows = true class, columns = predicted class (scikit-learn)."""
+    return confusion_matrix(
+        np.asarray(target, dtype=np.int64),
+        np.asarray(prediction, dtype=np.int64),
+        labels=list(TASK_CLASSES[task]),
+    ).astype(np.int64)
+
+
+def metrics_per_seed(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Long table of every metric of every prediction set.
+
+    predictions: (task, arm, seed) -> prediction table (columns ``target``, ``prediction``).
+    Returns columns task, arm, seed, metric, value, rows in the order of ``predictions``.
+    """
+    rows = []
+    for (task, arm, seed), table in predictions.items():
+        for metric, value in classification_metrics(
+            table["target"].to_numpy(), table["prediction"].to_numpy(), task
+        ).items():
+            rows.append({"task": task, "arm": arm, "seed": seed, "metric": metric, "value": value})
+    return pd.DataFrame(rows, columns=["task", "arm", "seed", "metric", "value"])
+
+
+def correct_by_arm(
+    predictions: dict[tuple[str, str, int], pd.DataFrame],
+) -> dict[tuple[str, str], np.ndarray]:
+    """(task, arm) -> (n_seeds, n_images) bool correctness, images in the order of the
+    arm's first seed (seeds sorted)."""
+    grouped: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    for (task, arm, seed), table in predictions.items():
+        grouped.setdefault((task, arm), {})[seed] = table
+    return {
+        key: correct_matrix(tables, tables[min(tables)]["image"].tolist())
+        for key, tables in grouped.items()
+    }
+
+
+def accuracy_intervals(
+    predictions: dict[tuple[str, str, int], pd.DataFrame],
+    n_resamples: int = 10000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(task, arm) -> percentile bootstrap CI of the seed-averaged accuracy (resampling
+    test images jointly across seeds; :func:`kneesynth.stats.bootstrap_accuracy_ci`)."""
+    from kneesynth import stats
+    from kneesynth.seeding import derive_seed
+
+    intervals = {}
+    for (task, arm), correct in correct_by_arm(predictions).items():
+        _, low, high = stats.bootstrap_accuracy_ci(
+            correct,
+            n_resamples=n_resamples,
+            confidence_level=confidence_level,
+            seed=derive_seed(seed, "accuracy_ci", task, arm),
+        )
+        intervals[(task, arm)] = (low, high)
+    return intervals
+
+
+def kl_classification_table(
+    per_seed: pd.DataFrame,
+    accuracy_ci: dict[tuple[str, str], tuple[float, float]] | None = None,
+    study: str = "B",
+) -> pd.DataFrame:
+    """Mean and std over seeds per (task, arm, metric): the rows of ``kl_classification.tsv``.
+
+    per_seed: output of :func:`metrics_per_seed`; accuracy_ci: (task, arm) -> (low, high),
+    put beside the accuracy rows (see :func:`accuracy_intervals`). Returns columns study,
+    model (= arm), condition (= task), metric, value (mean over seeds), std (sample std,
+    ddof=1; 0 for one seed), n_seeds, ci_low, ci_high, paper_value (the abstract's accuracy
+    where it has one), note.
+    """
+    accuracy_ci = accuracy_ci or {}
+    rows = []
+    arm_order = {arm: i for i, arm in enumerate(dict.fromkeys(per_seed["arm"]))}
+    metric_order = {m: i for i, m in enumerate(dict.fromkeys(per_seed["metric"]))}
+    grouped = per_seed.groupby(["task", "arm", "metric"], sort=False)["value"]
+    for (task, arm, metric), values in grouped:
+        values = values.to_numpy(dtype=float)
+        paper_value = PAPER_ACCURACY.get(arm) if metric == "accuracy" else None
+        note = ""
+        if paper_value is not None:
+            note = "abstract: task (5-class or binary) not stated"
+            if arm.startswith("real+ddpm"):
+                note += "; DDPM variant not stated"
+        ci_low, ci_high = accuracy_ci.get((task, arm), (np.nan, np.nan))
+        if metric != "accuracy":
+            ci_low = ci_high = np.nan
+        rows.append(
+            {
+                "study": study,
+                "model": arm,
+                "condition": task,
+                "metric": metric,
+                "value": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "n_seeds": int(values.size),
+                "ci_low": ci_low,
+                "ci_high": ci_high,
+                "paper_value": paper_value,
+                "note": note,
+                "_order": (list(TASK_CLASSES).index(task), arm_order[arm], metric_order[metric]),
+            }
+        )
+    rows.sort(key=lambda row: row["_order"])
+    return pd.DataFrame(rows).drop(columns="_order")
+
+
+def pooled_confusion(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Confusion counts summed over seeds, long format: task, arm, true_class,
+    predicted_class, count (every cell, zeros included)."""
+    totals: dict[tuple[str, str], np.ndarray] = {}
+    for (task, arm, _), table in predictions.items():
+        matrix = kl_confusion_matrix(table["target"], table["prediction"], task)
+        totals[(task, arm)] = totals.get((task, arm), 0) + matrix
+    rows = []
+    for (task, arm), matrix in totals.items():
+        for i, true_class in enumerate(TASK_CLASSES[task]):
+            for j, predicted_class in enumerate(TASK_CLASSES[task]):
+                rows.append(
+                    {
+                        "task": task,
+                        "arm": arm,
+                        "true_class": true_class,
+                        "predicted_class": predicted_class,
+                        "count": int(matrix[i, j]),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["task", "arm", "true_class", "predicted_class", "count"])
+
+
+PAIRED_TEST_COLUMNS = [
+    "study",
+    "comparison",
+    "test",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "n",
+    "task",
+    "ci_low",
+    "ci_high",
+    "paper_value",
+    "note",
+    "seed",
+    "accuracy_difference",
+]
+
+
+def correct_matrix(predictions: dict[int, pd.DataFrame], images: Sequence[str]) -> np.ndarray:
+    """(n_seeds, n_images) bool: whether each seed's prediction of each image is right.
+
+    predictions: seed -> prediction table; images: the image order (the reference arm's).
+    Seeds are taken in sorted order.
+    """
+    rows = []
+    for seed in sorted(predictions):
+        table = predictions[seed].set_index("image").loc[list(images)]
+        rows.append(table["prediction"].to_numpy() == table["target"].to_numpy())
+    return np.stack(rows).astype(bool)
+
+
+def paired_tests_table(
+    predictions: dict[tuple[str, str, int], pd.DataFrame],
+    reference: str = "real",
+    mcnemar_exact_below: int = 25,
+    bootstrap_resamples: int = 10000,
+    confidence_level: float = 0.95,
+    bootstrap_seed: int = 0,
+    study: str = "B",
+) -> pd.DataFrame:
+    """Paired tests of every augmented arm (``real+<generator>``) against ``reference``.
+
+    predictions: (task, arm, seed) -> prediction table; every arm must have the reference's
+    seeds and test images (checked by :func:`kneesynth.classify.read_predictions`).
+    Per (task, arm): McNemar per seed (exact binomial below ``mcnemar_exact_below``
+    discordant pairs), a paired t-test and a Wilcoxon signed-rank test of the per-seed
+    accuracies, and a paired bootstrap CI (and p) of the seed-averaged accuracy difference
+    resampling test images jointly across seeds. Holm's correction runs within each
+    (task, test) family, i.e. over the augmented arms (and seeds for McNemar).
+    Returns the columns :data:`PAIRED_TEST_COLUMNS`.
+    """
+    from kneesynth import stats
+    from kneesynth.seeding import derive_seed
+
+    rows: list[dict] = []
+    tasks = list(dict.fromkeys(task for task, _, _ in predictions))
+    for task in tasks:
+        by_arm: dict[str, dict[int, pd.DataFrame]] = {}
+        for (t, arm, seed), table in predictions.items():
+            if t == task:
+                by_arm.setdefault(arm, {})[seed] = table
+        if reference not in by_arm:
+            raise ValueError(f"task {task}: no predictions of the reference arm {reference!r}")
+        images = by_arm[reference][min(by_arm[reference])]["image"].tolist()
+        correct_reference = correct_matrix(by_arm[reference], images)
+        seeds = sorted(by_arm[reference])
+        for arm in by_arm:
+            if not arm.startswith("real+"):
+                continue
+            if sorted(by_arm[arm]) != seeds:
+                raise ValueError(
+                    f"task {task}: arm {arm} has seeds {sorted(by_arm[arm])}, "
+                    f"reference {reference} has {seeds}"
+                )
+            correct_arm = correct_matrix(by_arm[arm], images)
+            comparison = f"{arm} vs {reference}"
+            paper_p = PAPER_P_VALUE.get(arm, "")
+            results: list[tuple[str, stats.TestResult]] = []
+            for i, seed in enumerate(seeds):
+                results.append(
+                    (
+                        str(seed),
+                        stats.mcnemar_test(
+                            correct_arm[i], correct_reference[i], exact_below=mcnemar_exact_below
+                        ),
+                    )
+                )
+            if len(seeds) >= 2:
+                results.append(("all", stats.paired_t_across_seeds(correct_arm, correct_reference)))
+                results.append(("all", stats.wilcoxon_across_seeds(correct_arm, correct_reference)))
+            results.append(
+                (
+                    "all",
+                    stats.paired_bootstrap_accuracy_difference(
+                        correct_arm,
+                        correct_reference,
+                        n_resamples=bootstrap_resamples,
+                        confidence_level=confidence_level,
+                        seed=derive_seed(bootstrap_seed, "bootstrap", task, arm),
+                    ),
+                )
+            )
+            for seed_label, result in results:
+                note = result.note
+                if paper_p:
+                    note = (note + "; " if note else "") + (
+                        "abstract: p-value of the accuracy gain, test and task not stated"
+                    )
+                rows.append(
+                    {
+                        "study": study,
+                        "comparison": comparison,
+                        "test": result.test,
+                        "statistic": result.statistic,
+                        "p_value": result.p_value,
+                        "p_adjusted": np.nan,
+                        "n": result.n,
+                        "task": task,
+                        "ci_low": result.ci_low,
+                        "ci_high": result.ci_high,
+                        "paper_value": paper_p,
+                        "note": note,
+                        "seed": seed_label,
+                        "accuracy_difference": result.difference,
+                    }
+                )
+    table = pd.DataFrame(rows, columns=PAIRED_TEST_COLUMNS)
+    for _, index in table.groupby(["task", "test"], sort=False).groups.items():
+        table.loc[index, "p_adjusted"] = stats.holm(table.loc[index, "p_value"].to_numpy())
+    return table
+
+
+# ---------------------------------------------------------------------------------- figures
+def plot_confusion_matrices(confusion: pd.DataFrame, path, arms: Sequence[str] | None = None):
+    """Seed-pooled confusion matrices: one row of panels per task, one column per arm.
+
+    confusion: output of :func:`pooled_confusion`. Colour = share of the true class's test
+    images (rows sum to 1); numbers = counts summed over seeds. Writes ``path`` atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kneesynth.io import atomic_path
+
+    tasks = [t for t in TASK_CLASSES if t in set(confusion["task"])]
+    arms = list(arms or dict.fromkeys(confusion["arm"]))
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(arms),
+        figsize=(2.9 * len(arms), 2.7 * len(tasks)),
+        squeeze=False,
+        gridspec_kw={"wspace": 0.45, "hspace": 0.55},
+    )
+    image = None
+    for row, task in enumerate(tasks):
+        k = len(TASK_CLASSES[task])
+        for col, arm in enumerate(arms):
+            ax = axes[row, col]
+            cells = confusion[(confusion["task"] == task) & (confusion["arm"] == arm)]
+            if cells.empty:
+                ax.set_axis_off()
+                continue
+            counts = np.zeros((k, k), dtype=np.int64)
+            counts[cells["true_class"], cells["predicted_class"]] = cells["count"]
+            share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+            for i in range(k):
+                for j in range(k):
+                    ax.text(
+                        j,
+                        i,
+                        str(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black",
+                    )
+            names = TASK_CLASS_NAMES[task]
+            ax.set_xticks(range(k), names, fontsize=6, rotation=45)
+            ax.set_yticks(range(k), names, fontsize=6)
+            accuracy = np.trace(counts) / max(counts.sum(), 1)
+            ax.set_title(f"{arm}\n{task}, accuracy {accuracy:.3f}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("true", fontsize=7)
+            if row == len(tasks) - 1:
+                ax.set_xlabel("predicted", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of true class")
+    fig.suptitle("KL classifiers on the real test split (counts summed over seeds)", fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
+    """Accuracy per arm: bar = mean over seeds, whisker = bootstrap 95 % CI over test
+    images, dots = single seeds, star = the abstract's accuracy (task not stated), one
+    panel per task. table: :func:`kl_classification_table`; per_seed: :func:`metrics_per_seed`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kneesynth.io import atomic_path
+
+    accuracy = table[table["metric"] == "accuracy"]
+    tasks = [t for t in TASK_CLASSES if t in set(accuracy["condition"])]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = accuracy[accuracy["condition"] == task].reset_index(drop=True)
+        x = np.arange(len(rows))
+        values = rows["value"].to_numpy(float)
+        low = values - rows["ci_low"].to_numpy(float)
+        high = rows["ci_high"].to_numpy(float) - values
+        ax.bar(x, values, color="#9ecae1", edgecolor="#3182bd", width=0.6, label="mean over seeds")
+        ax.errorbar(
+            x,
+            values,
+            yerr=np.vstack([low, high]),
+            fmt="none",
+            ecolor="black",
+            capsize=4,
+            label="95 % bootstrap CI",
+        )
+        seeds = per_seed[(per_seed["task"] == task) & (per_seed["metric"] == "accuracy")]
+        for i, arm in enumerate(rows["model"]):
+            points = seeds.loc[seeds["arm"] == arm, "value"].to_numpy(float)
+            ax.scatter(
+                np.full(points.size, i) + np.linspace(-0.12, 0.12, points.size),
+                points,
+                s=12,
+                color="#08519c",
+                zorder=3,
+                label="one seed" if i == 0 else None,
+            )
+        paper = rows["paper_value"].astype(float)
+        if paper.notna().any():
+            ax.scatter(
+                x[paper.notna()],
+                paper[paper.notna()],
+                marker="*",
+                s=90,
+                color="#de2d26",
+                zorder=4,
+                label="abstract (task not stated)",
+            )
+        ax.set_xticks(x, rows["model"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy on the real test split")
+        ax.set_title({"kl5": "5-class KL grade", "kl_binary": "KL >= 2 (binary)"}[task], fontsize=9)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,592 @@
+"""Train on synthetic, test on real: what synthetic images are worth (Akbar et al., papers/001).
+
+Akbar et al. trained segmentation networks on synthetic brain MR images and on real ones and
+found Dice scores of the synthetic-trained networks at 80-90 % of the real-trained ones. Here:
+
+- **Bone segmentation (study A).** The trained CTM (condition contour + bone) generates a DRR
+  for each training bone mask; a MONAI U-Net learns DRR -> bone mask (3 classes: background,
+  soft tissue, bone = the mask values 0, 0.5, 1) once from these (generated DRR, mask) pairs
+  and once from the real (DRR, mask) pairs of the same training images, with the same seed
+  and steps. Both are tested on the real test DRRs: Dice per image (MONAI ``DiceMetric``,
+  foreground classes, mean over soft tissue and bone) and the ratio of mean Dice synthetic /
+  real with a paired bootstrap CI over test images (``scipy.stats.bootstrap``).
+- **KL grading (study B).** The KL classifier trained on synthetic images only (arm
+  ``syn-<generator>``) vs on real images only (arm ``real``), both tested on the real test
+  split (the classifiers stage's predictions): accuracy ratio (mean over seeds) with a paired
+  bootstrap CI over test images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kneesynth.errors import InputError
+from kneesynth.io import load_npz, save_npz
+from kneesynth.seeding import derive_seed
+
+logger = logging.getLogger(__name__)
+
+#: Akbar et al.: Dice of networks trained on synthetic images is 80-90 % of real-trained Dice
+PAPER_DICE_RATIO = (0.80, 0.90)
+PAPER_DICE_NOTE = (
+    "Akbar et al.: 80-90 % of the Dice of real-trained networks (brain tumour MRI, U-Net/Swin)"
+)
+BONE_CLASSES = 3  # background 0, soft tissue 0.5, bone 1
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic training pairs from the study A CTM
+# --------------------------------------------------------------------------------------------
+
+
+def select_train_images(split: np.ndarray, max_images: int | None) -> np.ndarray:
+    """Indices of the training images to use: all, or ``max_images`` spread evenly."""
+    index = np.flatnonzero(np.asarray(split) == "train")
+    if max_images and index.size > max_images:
+        index = index[np.linspace(0, index.size - 1, int(max_images)).round().astype(int)]
+    return index
+
+
+def sample_train_pairs(
+    dataset_path: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    study_a: Mapping[str, Any],
+    max_images: int | None,
+    seed: int,
+    compute: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
+    """Generate one DRR per training bone mask with the trained CTM (contour + bone).
+
+    Uses study A's own loader and sampler (:func:`kneesynth.study_a.load_network`,
+    :func:`kneesynth.study_a.generate`, the ``study_a`` config section for the network and
+    sampler). Output .npz: generated (n, H, W) float32 clipped to [0, 1]; mask (n, H, W) the
+    bone masks; index (n,) rows of the dataset; volume (n,); view (n,).
+    """
+    from kneesynth import compute as compute_lib
+    from kneesynth.study_a import condition_key, generate, load_dataset, load_network
+
+    data = load_dataset(dataset_path)
+    index = select_train_images(data["split"], max_images)
+    if index.size == 0:
+        raise InputError(dataset_path, "no training images")
+    device = compute_lib.device_for(compute)
+    net = load_network("ctm", weights, study_a, device)
+    masks = torch.from_numpy(data[condition_key("contour_bone")][index])[:, None]
+    generated, evaluations = generate(
+        "ctm",
+        net,
+        masks,
+        study_a,
+        derive_seed(seed, "utility", "ctm_train"),
+        device=device,
+        compute=compute,
+    )
+    save_npz(
+        output,
+        generated=generated[:, 0].clamp(0, 1).numpy().astype(np.float32),
+        mask=masks[:, 0].numpy(),
+        index=index.astype(np.int64),
+        volume=data["volume"][index],
+        view=data["view"][index],
+        evaluations=np.array(evaluations),
+    )
+    logger.info(
+        "CTM: %d training masks -> %s (%d evaluations per image)", index.size, output, evaluations
+    )
+    return {"images": int(index.size), "evaluations": int(evaluations)}
+
+
+# --------------------------------------------------------------------------------------------
+# Bone segmenter (MONAI U-Net)
+# --------------------------------------------------------------------------------------------
+
+
+def bone_classes(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Mask values {0, 0.5, 1} -> class labels {0, 1, 2} (int64, same shape)."""
+    labels = np.rint(np.asarray(mask, dtype=np.float64) * 2).astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > 2):
+        raise ValueError("bone mask values must be 0, 0.5 or 1")
+    return labels
+
+
+def build_segmenter(segmenter: Mapping[str, Any]) -> torch.nn.Module:
+    """MONAI ``UNet``: (b, 1, H, W) DRR -> (b, 3, H, W) logits of background, soft tissue, bone.
+
+    ``segmenter`` keys: channels (list), strides (list, one fewer), num_res_units.
+    """
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=BONE_CLASSES,
+        channels=tuple(int(c) for c in segmenter["channels"]),
+        strides=tuple(int(s) for s in segmenter["strides"]),
+        num_res_units=int(segmenter["num_res_units"]),
+    )
+
+
+def train_segmenter(
+    drr: np.ndarray,
+    mask: np.ndarray,
+    segmenter: Mapping[str, Any],
+    seed: int,
+    device: torch.device | str = "cpu",
+    state_dir: str | os.PathLike[str] | None = None,
+) -> torch.nn.Module:
+    """Train the U-Net on ``drr`` (n, H, W) in [0, 1] -> ``mask`` (n, H, W) in {0, 0.5, 1}.
+
+    MONAI ``DiceCELoss`` (softmax, one-hot target), Adam, ``segmenter['steps']`` steps of
+    ``batch_size`` images drawn (with random horizontal flips) from
+    ``kneesynth.training.step_generator(seed, step)``; resumable when ``state_dir`` is given.
+    """
+    from monai.losses import DiceCELoss
+
+    from kneesynth.training import ResumableTrainer, step_generator
+
+    device = torch.device(device)
+    images = torch.from_numpy(np.asarray(drr, dtype=np.float32))[:, None].to(device)
+    labels = torch.from_numpy(bone_classes(mask))[:, None].to(device)
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = build_segmenter(segmenter).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(segmenter["learning_rate"]))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    steps, batch_size = int(segmenter["steps"]), int(segmenter["batch_size"])
+    settings = {
+        "segmenter": dict(segmenter),
+        "seed": seed,
+        "n": len(images),
+        "sum": float(images.double().sum()),
+    }
+    if state_dir is not None:
+        trainer = ResumableTrainer(
+            state_dir,
+            {"model": model, "optimizer": optimizer},
+            steps,
+            max(1, steps // 4),
+            settings=settings,
+        )
+        step_iterator = trainer.steps()
+    else:
+        trainer, step_iterator = None, iter(range(steps))
+    model.train()
+    for step in step_iterator:
+        generator = step_generator(seed, step)
+        batch = torch.randint(len(images), (batch_size,), generator=generator).to(device)
+        flip = (torch.rand(batch_size, generator=generator) < 0.5).view(-1, 1, 1, 1).to(device)
+        x = torch.where(flip, images[batch].flip(-1), images[batch])
+        y = torch.where(flip, labels[batch].flip(-1), labels[batch])
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if trainer is not None:
+            trainer.record(step, loss=float(loss.detach()))
+    if trainer is not None:
+        trainer.finish()
+    return model.eval()
+
+
+@torch.no_grad()
+def segment(
+    model: torch.nn.Module,
+    drr: np.ndarray,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Class labels (n, H, W) int64 of ``drr`` (n, H, W)."""
+    images = torch.from_numpy(np.asarray(drr, dtype=np.float32))[:, None]
+    parts = [
+        model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts).numpy()
+
+
+def dice_per_image(
+    predicted: np.ndarray, truth: np.ndarray, num_classes: int = BONE_CLASSES
+) -> np.ndarray:
+    """Dice of every foreground class per image: labels (n, H, W) -> (n, num_classes - 1).
+
+    MONAI ``DiceMetric`` (include_background=False); a class absent from both prediction and
+    truth of an image scores 1 (nothing to find, nothing wrongly found), absent from the truth
+    only: 0.
+    """
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    y_pred = one_hot(torch.from_numpy(np.asarray(predicted, dtype=np.int64))[:, None], num_classes)
+    y = one_hot(torch.from_numpy(np.asarray(truth, dtype=np.int64))[:, None], num_classes)
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+    return metric(y_pred, y).numpy().astype(np.float64)
+
+
+def ratio_of_means_ci(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """mean(numerator) / mean(denominator) and its paired bootstrap percentile CI.
+
+    ``numerator``, ``denominator``: (n,) per test image (the same images in both), resampled
+    together (``scipy.stats.bootstrap``, ``paired=True``). Returns (ratio, low, high).
+    """
+    from scipy.stats import bootstrap
+
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    if numerator.shape != denominator.shape or numerator.ndim != 1:
+        raise ValueError("numerator and denominator must be (n,) arrays of one length")
+    ratio = float(numerator.mean() / denominator.mean())
+    if len(numerator) < 2:
+        return ratio, float("nan"), float("nan")
+
+    def statistic(a, b, axis=-1):
+        return np.mean(a, axis=axis) / np.mean(b, axis=axis)
+
+    result = bootstrap(
+        (numerator, denominator), statistic, paired=True, vectorized=True, confidence_level=confidence,
+        n_resamples=int(n_resamples), method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return ratio, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _row(
+    study: str,
+    model: str,
+    condition: str,
+    metric: str,
+    value: float,
+    paper_value: Any = "",
+    note: str = "",
+) -> dict[str, Any]:
+    return {
+        "study": study,
+        "model": model,
+        "condition": condition,
+        "metric": metric,
+        "value": float(value),
+        "paper_value": paper_value,
+        "note": note,
+    }
+
+
+def segmentation_utility(
+    dataset_path: str | os.PathLike[str],
+    synthetic_pairs_path: str | os.PathLike[str],
+    segmenter: Mapping[str, Any],
+    seed: int,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    device: torch.device | str = "cpu",
+    state_root: str | os.PathLike[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bone segmenters trained on CTM pairs vs real pairs of the same training masks, tested
+    on the real test DRRs. Returns (rows of utility.tsv, per-image Dice table)."""
+    from kneesynth.study_a import load_dataset
+
+    data = load_dataset(dataset_path)
+    pairs = load_npz(synthetic_pairs_path)
+    for key in ("generated", "mask", "index"):
+        if key not in pairs:
+            raise InputError(synthetic_pairs_path, f"no {key!r} array")
+    index = pairs["index"].astype(np.int64)
+    if (
+        index.size == 0
+        or index.max() >= len(data["split"])
+        or not np.all(data["split"][index] == "train")
+    ):
+        raise InputError(
+            synthetic_pairs_path, f"index does not point at training images of {dataset_path}"
+        )
+    if not np.array_equal(pairs["mask"], data["bone"][index]):
+        raise InputError(
+            synthetic_pairs_path,
+            f"masks differ from the bone masks of {dataset_path} (stale samples?)",
+        )
+    test = np.flatnonzero(data["split"] == "test")
+    if test.size == 0:
+        raise InputError(dataset_path, "no test images")
+    truth = bone_classes(data["bone"][test])
+    arms = {"real": data["drr"][index], "synthetic": pairs["generated"]}
+    dice: dict[str, np.ndarray] = {}
+    for arm, drr in arms.items():
+        state_dir = None if state_root is None else os.path.join(state_root, arm)
+        model = train_segmenter(
+            drr,
+            data["bone"][index],
+            segmenter,
+            derive_seed(seed, "utility", "segmenter"),
+            device,
+            state_dir,
+        )
+        per_class = dice_per_image(segment(model, data["drr"][test], device=device), truth)
+        dice[arm] = per_class
+        logger.info(
+            "segmenter trained on %s pairs: Dice soft tissue %.3f, bone %.3f on %d real test DRRs",
+            arm,
+            per_class[:, 0].mean(),
+            per_class[:, 1].mean(),
+            len(test),
+        )
+    if state_root is not None:  # both segmenters done: their resume state is no longer needed
+        shutil.rmtree(state_root, ignore_errors=True)
+    mean_dice = {arm: values.mean(axis=1) for arm, values in dice.items()}
+    ratio, low, high = ratio_of_means_ci(
+        mean_dice["synthetic"],
+        mean_dice["real"],
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=derive_seed(seed, "bootstrap"),
+    )
+    bone_ratio, bone_low, bone_high = ratio_of_means_ci(
+        dice["synthetic"][:, 1],
+        dice["real"][:, 1],
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=derive_seed(seed, "bootstrap"),
+    )
+    model, condition = "bone_segmenter_unet", "ctm_contour_bone"
+    note_train = f"trained on {index.size} training masks, tested on {test.size} real test DRRs"
+    rows = [
+        _row("A", model, condition, "dice_real_trained", mean_dice["real"].mean(), note=note_train),
+        _row(
+            "A",
+            model,
+            condition,
+            "dice_synthetic_trained",
+            mean_dice["synthetic"].mean(),
+            note=note_train,
+        ),
+        _row("A", model, condition, "dice_bone_real_trained", dice["real"][:, 1].mean()),
+        _row("A", model, condition, "dice_bone_synthetic_trained", dice["synthetic"][:, 1].mean()),
+        _row("A", model, condition, "dice_ratio", ratio, "0.80-0.90", PAPER_DICE_NOTE),
+        _row(
+            "A",
+            model,
+            condition,
+            "dice_ratio_ci_low",
+            low,
+            note=f"{100 * confidence:g} % paired bootstrap (percentile, {n_resamples} resamples over test images)",
+        ),
+        _row(
+            "A",
+            model,
+            condition,
+            "dice_ratio_ci_high",
+            high,
+            note=f"{100 * confidence:g} % paired bootstrap (percentile, {n_resamples} resamples over test images)",
+        ),
+        _row("A", model, condition, "dice_bone_ratio", bone_ratio, "0.80-0.90", PAPER_DICE_NOTE),
+        _row("A", model, condition, "dice_bone_ratio_ci_low", bone_low),
+        _row("A", model, condition, "dice_bone_ratio_ci_high", bone_high),
+        _row(
+            "A",
+            model,
+            condition,
+            "ratio_within_paper_range",
+            float(PAPER_DICE_RATIO[0] <= ratio <= PAPER_DICE_RATIO[1]),
+            "1",
+            "1 if the Dice ratio lies in 0.80-0.90",
+        ),
+    ]
+    per_image = pd.DataFrame(
+        {
+            "volume": data["volume"][test].astype(str),
+            "view": data["view"][test].astype(int),
+            **{
+                f"dice_{part}_{arm}": dice[arm][:, k]
+                for arm in dice
+                for k, part in enumerate(("soft_tissue", "bone"))
+            },
+        }
+    )
+    return pd.DataFrame(rows), per_image
+
+
+# --------------------------------------------------------------------------------------------
+# KL classifier: synthetic only vs real only
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_per_image(table: pd.DataFrame) -> pd.Series:
+    """1.0 where prediction == target, indexed by image."""
+    return (
+        (table["prediction"].astype(int) == table["target"].astype(int))
+        .astype(float)
+        .set_axis(table["image"].astype(str))
+    )
+
+
+def classifier_utility(
+    predictions: Mapping[tuple[str, int], pd.DataFrame],
+    synthetic_arms: Sequence[str],
+    *,
+    task: str = "kl5",
+    real_arm: str = "real",
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Accuracy of KL classifiers trained on synthetic images only vs real images only.
+
+    ``predictions``: (arm, seed) -> prediction table (``image, target, prediction``) on the
+    real test split. Per synthetic arm: accuracy (mean over seeds) of both arms and their ratio
+    with a paired bootstrap CI over test images (per-image correctness averaged over seeds).
+    """
+    real_keys = sorted(k for k in predictions if k[0] == real_arm)
+    if not real_keys:
+        raise ValueError(f"no predictions of the {real_arm!r} arm")
+    real_correct = pd.concat([accuracy_per_image(predictions[k]) for k in real_keys], axis=1).mean(
+        axis=1
+    )
+    rows = [
+        _row(
+            "B",
+            f"kl_classifier_{task}",
+            real_arm,
+            "accuracy",
+            real_correct.mean(),
+            note=f"mean over {len(real_keys)} seed(s)",
+        )
+    ]
+    for arm in synthetic_arms:
+        keys = sorted(k for k in predictions if k[0] == arm)
+        if not keys:
+            raise ValueError(f"no predictions of arm {arm!r}")
+        correct = pd.concat([accuracy_per_image(predictions[k]) for k in keys], axis=1).mean(axis=1)
+        correct = correct.reindex(real_correct.index)
+        if correct.isna().any():
+            raise ValueError(f"arm {arm!r} was tested on other images than arm {real_arm!r}")
+        ratio, low, high = ratio_of_means_ci(
+            correct.to_numpy(),
+            real_correct.to_numpy(),
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=derive_seed(seed, "bootstrap", arm),
+        )
+        generator = arm.removeprefix("syn-")
+        note = "accuracy(trained on synthetic only) / accuracy(trained on real only), same real test split"
+        rows += [
+            _row(
+                "B",
+                f"kl_classifier_{task}",
+                arm,
+                "accuracy",
+                correct.mean(),
+                note=f"mean over {len(keys)} seed(s)",
+            ),
+            _row(
+                "B",
+                f"kl_classifier_{task}",
+                arm,
+                "accuracy_ratio",
+                ratio,
+                "",
+                f"{note}; the papers give no value for {generator}",
+            ),
+            _row(
+                "B",
+                f"kl_classifier_{task}",
+                arm,
+                "accuracy_ratio_ci_low",
+                low,
+                note=f"{100 * confidence:g} % paired bootstrap over test images",
+            ),
+            _row(
+                "B",
+                f"kl_classifier_{task}",
+                arm,
+                "accuracy_ratio_ci_high",
+                high,
+                note=f"{100 * confidence:g} % paired bootstrap over test images",
+            ),
+        ]
+    return pd.DataFrame(rows)
+
+
+def read_kl_predictions(
+    paths: Sequence[str | os.PathLike[str]], task: str
+) -> dict[tuple[str, int], pd.DataFrame]:
+    """Prediction tables ``results/classifiers/<task>/<arm>/seed<k>.tsv`` keyed (arm, seed),
+    checked by :func:`kneesynth.classify.read_predictions` (same test images in every arm)."""
+    from pathlib import Path
+
+    from kneesynth.classify import read_predictions
+
+    keyed = {}
+    for path in paths:
+        path = Path(path)
+        if not path.stem.startswith("seed") or not path.stem[4:].isdigit():
+            raise InputError(path, "prediction file must be named seed<k>.tsv")
+        keyed[(task, path.parent.name, int(path.stem[4:]))] = path
+    tables = read_predictions(keyed, reference="real")
+    return {(arm, seed): table for (_, arm, seed), table in tables.items()}
+
+
+def utility_table(
+    dataset_path: str | os.PathLike[str],
+    synthetic_pairs_path: str | os.PathLike[str],
+    prediction_paths: Sequence[str | os.PathLike[str]],
+    checks: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    state_root: str | os.PathLike[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``utility.tsv`` (segmentation and, if predictions are given, KL classification rows)
+    and the per-image Dice table. ``checks``: the ``checks`` config section."""
+    utility = checks["utility"]
+    seed = int(checks["seed"])
+    rows, per_image = segmentation_utility(
+        dataset_path,
+        synthetic_pairs_path,
+        utility["segmenter"],
+        seed,
+        confidence=float(utility["confidence"]),
+        n_resamples=int(utility["bootstrap_resamples"]),
+        device=device,
+        state_root=state_root,
+    )
+    if prediction_paths:
+        predictions = read_kl_predictions(prediction_paths, utility["kl_task"])
+        kl_rows = classifier_utility(
+            predictions,
+            list(utility["kl_arms"]),
+            task=utility["kl_task"],
+            confidence=float(utility["confidence"]),
+            n_resamples=int(utility["bootstrap_resamples"]),
+            seed=seed,
+        )
+        rows = pd.concat([rows, kl_rows], ignore_index=True)
+    else:
+        rows = pd.concat(
+            [
+                rows,
+                pd.DataFrame(
+                    [
+                        _row(
+                            "B",
+                            f"kl_classifier_{utility['kl_task']}",
+                            "none",
+                            "accuracy_ratio",
+                            float("nan"),
+                            note="checks.utility.kl_arms is empty: no synthetic-only classifier arms",
+                        )
+                    ]
+                ),
+            ],
+            ignore_index=True,
+        )
+    return rows, per_image

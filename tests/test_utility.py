@@ -1,0 +1,215 @@
+"""Train on synthetic, test on real: Dice, ratios with bootstrap CIs, the CTM sampling hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kneesynth.errors import InputError
+from kneesynth.io import load_npz, save_npz
+from kneesynth.utility import (
+    bone_classes,
+    classifier_utility,
+    dice_per_image,
+    ratio_of_means_ci,
+    sample_train_pairs,
+    segment,
+    segmentation_utility,
+    select_train_images,
+    train_segmenter,
+)
+
+torch.set_num_threads(1)
+
+SEGMENTER = {
+    "channels": [4, 8],
+    "strides": [2],
+    "num_res_units": 1,
+    "steps": 40,
+    "batch_size": 8,
+    "learning_rate": 1e-2,
+}
+STUDY_A = {
+    "seed": 7,
+    "image_size": 16,
+    "network": {
+        "block_out_channels": [8, 8],
+        "attention_levels": [False, False],
+        "layers_per_block": 1,
+        "norm_num_groups": 2,
+        "dropout": 0.0,
+    },
+    "sigma_min": 0.01,
+    "sigma_max": 10.0,
+    "t0": 0.4,
+    "sample_batch_size": 4,
+    "sampler": {"name": "heun", "eps": 1e-5, "heun": {"steps": 2, "rho": 7.0}},
+}
+
+
+def legs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(drr, bone mask) pairs: soft-tissue ellipse 0.5 with a bone 1.0 inside."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    drr, mask = [], []
+    for _ in range(n):
+        a, b, shift = rng.uniform(0.25, 0.4), rng.uniform(0.15, 0.3), rng.uniform(-0.1, 0.1)
+        soft = ((xx - shift) / b) ** 2 + (yy / a) ** 2 < 1
+        hard = ((xx - shift) / (0.4 * b)) ** 2 + (yy / (0.8 * a)) ** 2 < 1
+        drr.append(np.clip(0.3 * soft + 0.5 * hard + 0.03 * rng.random((size, size)), 0, 1))
+        mask.append(0.5 * soft + 0.5 * hard)
+    return np.array(drr, np.float32), np.array(mask, np.float32)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("utility")
+    drr, bone = legs(20, 16, seed=0)
+    split = np.array(["train"] * 12 + ["val"] * 2 + ["test"] * 6)
+    path = root / "dataset.npz"
+    save_npz(
+        path,
+        drr=drr,
+        contour=(bone > 0) * 0.5,
+        bone=bone,
+        volume=np.array([f"v{i // 4}" for i in range(20)]),
+        view=np.arange(20) % 4,
+        split=split,
+    )
+    return path
+
+
+def test_bone_classes_and_dice_by_hand():
+    assert bone_classes(np.array([0.0, 0.5, 1.0])).tolist() == [0, 1, 2]
+    truth = np.array([[[0, 1, 1, 2]]])
+    predicted = np.array([[[0, 1, 2, 2]]])
+    # soft tissue: |P n T| = 1, |P| = 1, |T| = 2 -> 2/3; bone: 1, |P| = 2, |T| = 1 -> 2/3
+    np.testing.assert_allclose(dice_per_image(predicted, truth), [[2 / 3, 2 / 3]])
+    np.testing.assert_allclose(dice_per_image(truth, truth), [[1.0, 1.0]])
+    with pytest.raises(ValueError):
+        bone_classes(np.array([1.5]))
+
+
+def test_ratio_of_means_ci():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0.8, 1.0, 50)
+    ratio, low, high = ratio_of_means_ci(0.85 * real, real, n_resamples=200)
+    assert (
+        ratio == pytest.approx(0.85) and low == pytest.approx(0.85) and high == pytest.approx(0.85)
+    )
+    synthetic = rng.uniform(0.6, 0.9, 50)
+    ratio, low, high = ratio_of_means_ci(synthetic, real, n_resamples=500, seed=1)
+    assert ratio == pytest.approx(synthetic.mean() / real.mean())
+    assert low < ratio < high and high - low < 0.2
+
+
+def test_segmenter_learns_bone_from_drr():
+    drr, bone = legs(24, 16, seed=1)
+    model = train_segmenter(drr[:16], bone[:16], dict(SEGMENTER, steps=80), seed=0)
+    dice = dice_per_image(segment(model, drr[16:]), bone_classes(bone[16:]))
+    assert dice.mean() > 0.8
+
+
+def test_segmenter_is_deterministic():
+    drr, bone = legs(8, 16, seed=2)
+    first = train_segmenter(drr, bone, dict(SEGMENTER, steps=3), seed=5)
+    second = train_segmenter(drr, bone, dict(SEGMENTER, steps=3), seed=5)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
+    from kneesynth.study_a import build_network
+    from kneesynth.training import save_weights
+
+    weights = tmp_path / "ctm_contour_bone.pt"
+    net = build_network("ctm", STUDY_A["network"], 16, seed=0)
+    save_weights(weights, net.state_dict(), {"kind": "ctm", "condition": "contour_bone"})
+    pairs = tmp_path / "pairs.npz"
+    sample_train_pairs(
+        dataset, weights, pairs, STUDY_A, max_images=8, seed=0, compute={"device": "cpu"}
+    )
+    sampled = load_npz(pairs)
+    data = load_npz(dataset)
+    assert sampled["generated"].shape == (8, 16, 16)
+    assert (data["split"][sampled["index"]] == "train").all()
+    np.testing.assert_array_equal(sampled["mask"], data["bone"][sampled["index"]])
+    np.testing.assert_array_equal(sampled["index"], select_train_images(data["split"], 8))
+
+    rows, per_image = segmentation_utility(
+        dataset,
+        pairs,
+        dict(SEGMENTER, steps=4),
+        seed=0,
+        n_resamples=50,
+        state_root=tmp_path / "state",
+    )
+    assert not (tmp_path / "state").exists()  # resume state removed once both arms are done
+    values = rows.set_index("metric")["value"]
+    assert 0 <= values["dice_real_trained"] <= 1 and 0 <= values["dice_synthetic_trained"] <= 1
+    assert values["dice_ratio"] == pytest.approx(
+        values["dice_synthetic_trained"] / values["dice_real_trained"]
+    )
+    assert rows.loc[rows.metric == "dice_ratio", "paper_value"].iloc[0] == "0.80-0.90"
+    assert len(per_image) == 6
+
+    stale = tmp_path / "stale.npz"
+    save_npz(
+        stale,
+        generated=sampled["generated"],
+        mask=np.zeros_like(sampled["mask"]),
+        index=sampled["index"],
+    )
+    with pytest.raises(InputError, match="stale.npz: masks differ"):
+        segmentation_utility(dataset, stale, SEGMENTER, seed=0)
+
+
+def predictions(correct: list[int]) -> pd.DataFrame:
+    target = np.arange(len(correct)) % 5
+    prediction = np.where(np.array(correct) == 1, target, (target + 1) % 5)
+    return pd.DataFrame(
+        {
+            "image": [f"img{i}" for i in range(len(correct))],
+            "target": target,
+            "prediction": prediction,
+        }
+    )
+
+
+def test_classifier_utility_by_hand():
+    tables = {
+        ("real", 0): predictions([1, 1, 1, 1, 0, 0, 1, 1]),  # 6/8
+        ("real", 1): predictions([1, 1, 1, 1, 1, 0, 1, 1]),  # 7/8
+        ("syn-wgan", 0): predictions([1, 0, 1, 0, 0, 0, 1, 1]),  # 4/8
+        ("syn-wgan", 1): predictions([1, 0, 1, 1, 0, 0, 1, 1]),  # 5/8
+    }
+    rows = classifier_utility(tables, ["syn-wgan"], n_resamples=100)
+    value = rows.set_index(["condition", "metric"])["value"]
+    assert value[("real", "accuracy")] == pytest.approx(13 / 16)
+    assert value[("syn-wgan", "accuracy")] == pytest.approx(9 / 16)
+    assert value[("syn-wgan", "accuracy_ratio")] == pytest.approx(9 / 13)
+    assert (
+        value[("syn-wgan", "accuracy_ratio_ci_low")]
+        <= 9 / 13
+        <= value[("syn-wgan", "accuracy_ratio_ci_high")]
+    )
+    with pytest.raises(ValueError, match="syn-ddpm_cond"):
+        classifier_utility(tables, ["syn-ddpm_cond"])
+
+
+def test_bad_prediction_name_and_pairs_off_the_training_split(dataset, tmp_path):
+    from kneesynth.utility import read_kl_predictions
+
+    bad = tmp_path / "real" / "run0.tsv"
+    bad.parent.mkdir()
+    predictions([1, 0]).assign(participant="p", kl_grade=0).to_csv(bad, sep="\t", index=False)
+    with pytest.raises(InputError, match="run0.tsv: prediction file must be named seed<k>.tsv"):
+        read_kl_predictions([bad], "kl5")
+    data = load_npz(dataset)
+    test = np.flatnonzero(data["split"] == "test")[:2]
+    pairs = tmp_path / "pairs.npz"
+    save_npz(pairs, generated=data["drr"][test], mask=data["bone"][test], index=test)
+    with pytest.raises(InputError, match="pairs.npz: index does not point at training images"):
+        segmentation_utility(dataset, pairs, SEGMENTER, seed=0)

@@ -1,0 +1,36 @@
+"""Rules memorization_study_a / memorization_study_b: max correlation of every synthetic image
+with the training set, calibrated on real held-out images (kneesynth.memorization)."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth import memorization
+    from kneesynth.compute import device_for
+    from kneesynth.io import write_tsv
+
+    checks = snakemake.params.checks
+    settings = {
+        **checks["memorization"],
+        "held_out_split": checks["held_out_split"],
+        "seed": checks["seed"],
+    }
+    device = device_for(snakemake.params.compute)
+    if hasattr(snakemake.input, "dataset"):
+        summary, per_image, pairs = memorization.study_a_memorization(
+            snakemake.input.dataset, list(snakemake.input.samples), settings, device
+        )
+    else:
+        summary, per_image, pairs = memorization.study_b_memorization(
+            snakemake.input.manifest,
+            list(snakemake.input.samples),
+            snakemake.input.features,
+            settings,
+            device,
+        )
+    write_tsv(snakemake.output.per_image, per_image)
+    memorization.save_top_pairs(snakemake.output.pairs, pairs)
+    write_tsv(snakemake.output.summary, summary)
+
+
+run_script(main, snakemake)

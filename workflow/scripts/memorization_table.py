@@ -1,0 +1,17 @@
+"""Rule memorization_table: memorization.tsv (both studies) and the closest-pairs figure."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth import memorization
+    from kneesynth.io import write_tsv
+
+    pairs = [p for path in snakemake.input.pairs for p in memorization.load_top_pairs(path)]
+    memorization.plot_top_pairs(pairs, snakemake.output.figure)
+    write_tsv(
+        snakemake.output.table, memorization.memorization_table(list(snakemake.input.summaries))
+    )
+
+
+run_script(main, snakemake)

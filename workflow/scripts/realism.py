@@ -1,0 +1,27 @@
+"""Rules realism_study_a / realism_study_b: classifier two-sample test per generator."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth import realism
+    from kneesynth.compute import device_for
+    from kneesynth.io import write_tsv
+
+    checks = snakemake.params.checks
+    settings = {
+        **checks["realism"],
+        "held_out_split": checks["held_out_split"],
+        "seed": checks["seed"],
+    }
+    device = device_for(snakemake.params.compute)
+    if hasattr(snakemake.input, "manifest"):
+        rows = realism.study_b_realism(
+            snakemake.input.manifest, list(snakemake.input.samples), settings, device
+        )
+    else:
+        rows = realism.study_a_realism(list(snakemake.input.samples), settings, device)
+    write_tsv(snakemake.output[0], rows)
+
+
+run_script(main, snakemake)

@@ -1,0 +1,21 @@
+"""Rule fid_table: FID of every synthetic set against the real test split (fid.tsv)."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth.compute import device_for
+    from kneesynth.fid import fid_table
+    from kneesynth.io import write_tsv
+
+    table = fid_table(
+        snakemake.input.manifest,
+        list(snakemake.input.samples),
+        snakemake.input.features,
+        snakemake.params.fid,
+        device=device_for(snakemake.params.compute),
+    )
+    write_tsv(snakemake.output[0], table)
+
+
+run_script(main, snakemake)

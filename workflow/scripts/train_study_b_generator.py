@@ -1,0 +1,21 @@
+"""Rule train_study_b_generator: train ddpm_uncond, ddpm_cond or wgan on the real train split."""
+
+from kneesynth.workflow import run_script
+
+
+def main(snakemake):
+    from kneesynth.compute import device_for
+    from kneesynth.oai_generators import train_generator
+
+    train_generator(
+        snakemake.wildcards.generator,
+        snakemake.input.manifest,
+        snakemake.params.generators,
+        snakemake.output.weights,
+        snakemake.params.state_dir,
+        snakemake.params.seed,
+        device=device_for(snakemake.params.compute),
+    )
+
+
+run_script(main, snakemake)
