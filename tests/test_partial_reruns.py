@@ -14,11 +14,12 @@ code, input) for every job, exactly as a real run would. On that copy:
 The expected plans are written out where they are short, and otherwise computed from the job
 graph of the same copy (every job's input and output files in `snakemake -n --forceall`): the
 jobs that depend, directly or not, on the changed ones. Each `snakemake -n` parses the
-workflow (about 5 s on 2 cores); the module makes 8 such calls.
+workflow (about 5 s on 2 cores); the module makes 9 such calls, about a minute in all.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,8 @@ NOT_COPIED = shutil.ignore_patterns(
     ".venv",
 )
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# the workflow profile profiles/default only: no user profile (e.g. Slurm) for these dry runs
+SNAKEMAKE_ENV = {key: value for key, value in os.environ.items() if key != "SNAKEMAKE_PROFILE"}
 PARAMS_CHANGED = "params have changed since last execution"  # a reason in the dry-run summary
 
 # rules of each stage that a partial rerun must never plan when a later stage changes
@@ -63,6 +66,8 @@ STUDY_B_RULES = {
     "reader_kit",
 }
 STUDY_A_TRAINING = {"assemble_drr_dataset", "train_csm", "train_ctm", "train_unet"}
+# tables that record the whole configuration, so any config change remakes them
+CONFIG_RECORDS = {"provenance", "scorecard"}
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +99,7 @@ def snakemake(workdir: Path, *args: str) -> str:
     result = subprocess.run(
         [*SNAKEMAKE, *args, "--cores", "1"],
         cwd=workdir,
+        env=SNAKEMAKE_ENV,
         capture_output=True,
         text=True,
         check=False,
@@ -214,25 +220,53 @@ def test_forcerun_sampling_plans_sampling_and_its_statistics_only(up_to_date):
     workdir, graph = up_to_date
     counts, output = plan(workdir, "stats", "--forcerun", "sample_drr")
     # six sample files (3 models x 2 conditions) -> per-image metrics -> Table I and the Study A
-    # paired tests -> the joined paired tests; the `stats` target rule itself
-    assert counts == Counter(sample_drr=6, evaluate_drr=1, table1=1, paired_tests=1, stats=1), (
-        output[-3000:]
-    )
+    # paired tests -> the joined paired tests; the samples' memorisation and realism checks ->
+    # their tables; all of these -> the scorecard; and the `stats` target rule itself. Not
+    # Fig. 3 (stage figures), no training, nothing of Study B.
+    assert counts == Counter(
+        sample_drr=6,
+        evaluate_drr=1,
+        table1=1,
+        paired_tests=1,
+        memorization_study_a=1,
+        memorization_table=1,
+        realism_study_a=1,
+        realism_table=1,
+        scorecard=1,
+        stats=1,
+    ), output[-3000:]
     assert parse_reason_rules(output, "forced") == {"sample_drr"}
 
 
-def test_forcerun_drr_stage_plans_it_and_its_dependents_only(up_to_date):
+@pytest.mark.parametrize(
+    ("stage_rules", "later", "never"),
+    [
+        (  # stage drr: every later Study A job and the checks of Study A; no data, no Study B
+            ["project_drr"],
+            ["segment_drr", "train_ctm", "sample_drr", "table1", "memorization_study_a"],
+            DATA_RULES | STUDY_B_RULES,
+        ),
+        (  # stage samples: statistics and checks of the samples; no training of any generator
+            ["sample_drr", "sample_study_b_generator"],
+            ["evaluate_drr", "fid_table", "train_classifier_augmented", "reader_kit"],
+            DATA_RULES
+            | STUDY_A_TRAINING
+            | {"project_drr", "segment_drr", "train_study_b_generator", "train_classifier_real"},
+        ),
+    ],
+    ids=["drr", "samples"],
+)
+def test_forcerun_stage_plans_it_and_its_dependents_only(up_to_date, stage_rules, later, never):
     workdir, graph = up_to_date
-    counts, output = plan(workdir, "all", "--forcerun", "project_drr")
-    expected = graph.dependents({"project_drr"})
+    counts, output = plan(workdir, "all", "--forcerun", *stage_rules)
+    expected = graph.dependents(set(stage_rules))
     expected["all"] = 1
     assert counts == expected, output[-3000:]
-    assert counts["project_drr"] == sum(rule == "project_drr" for rule in graph.rules)
-    for later in ("segment_drr", "train_ctm", "sample_drr", "table1"):
-        assert later in counts, f"{later} depends on the DRRs but is not planned"
-    assert not set(counts) & (DATA_RULES | STUDY_B_RULES), set(counts) & (
-        DATA_RULES | STUDY_B_RULES
-    )
+    for rule in stage_rules:
+        assert counts[rule] == sum(name == rule for name in graph.rules), rule
+    for rule in later:
+        assert rule in counts, f"{rule} depends on {stage_rules} but is not planned"
+    assert not set(counts) & never, sorted(set(counts) & never)
 
 
 def test_segmentation_parameter_reruns_segmentation_and_what_follows(up_to_date):
@@ -244,10 +278,10 @@ def test_segmentation_parameter_reruns_segmentation_and_what_follows(up_to_date)
         (workdir / "config" / "config.yaml").write_text(original)
     # Snakemake names the first trigger it finds: jobs downstream of a changed job show "input
     # files updated", so only the first rules reached by the change show PARAMS_CHANGED.
-    # provenance.tsv records the configuration, so any config change remakes it.
+    # The CONFIG_RECORDS tables hold the whole configuration, so any config change remakes them.
     changed = parse_reason_rules(output, PARAMS_CHANGED)
     assert "segment_drr" in changed, output[-3000:]
-    assert changed <= {"segment_drr", "segmentation_figure", "provenance"}, output[-3000:]
+    assert changed <= {"segment_drr", "segmentation_figure"} | CONFIG_RECORDS, output[-3000:]
     expected = graph.dependents(changed)
     expected["all"] = 1
     assert counts == expected, output[-3000:]

@@ -6,6 +6,7 @@ import sys
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
 from kneesynth.ingest import list_volumes, volume_names
+from kneesynth.study_a_settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
 
 try:
     validate_config(
@@ -84,3 +85,23 @@ def checks_reader_responses(wildcards):
     """Filled answer sheets <reader>_<generator>.csv in the configured folder (may be none)."""
     folder = config["checks"]["reader_study"]["responses_dir"]
     return sorted(glob.glob(os.path.join(folder, "*.csv")))
+
+
+# --- study_b ---
+def study_b_generator_settings(wildcards):
+    """The part of study_b.generators that one generator depends on (so that changing the
+    WGAN's settings does not retrain the DDPMs, and the other way round)."""
+    generators = config["study_b"]["generators"]
+    keep = ["wgan"] if wildcards.generator == "wgan" else ["ddpm", wildcards.generator]
+    return {
+        "image_size": generators["image_size"],
+        **{key: generators[key] for key in keep},
+    }
+
+
+# --- study_a ---
+def study_a_weights(wildcards):
+    """Weights a sample file comes from: CSM is shared by both conditions."""
+    if wildcards.model == "csm":
+        return "results/models/study_a/csm.pt"
+    return f"results/models/study_a/{wildcards.model}_{wildcards.condition}.pt"

@@ -2,6 +2,7 @@
 LEAD_STATS = [
     "results/tables/paired_tests.tsv",
     "results/tables/provenance.tsv",
+    "results/tables/scorecard.tsv",
 ]
 
 
@@ -17,6 +18,8 @@ rule paired_tests:
         ),
     log:
         "logs/paired_tests/paired_tests.log",
+    conda:
+        "../../envs/kneesynth.yaml"
     script:
         "../scripts/paired_tests.py"
 
@@ -31,8 +34,44 @@ rule provenance:
         ),
     log:
         "logs/provenance/provenance.log",
+    conda:
+        "../../envs/kneesynth.yaml"
     params:
         config=config,
         config_files=workflow.configfiles,
     script:
         "../scripts/provenance.py"
+
+
+rule scorecard:
+    input:
+        table1_drr="results/tables/table1_drr.tsv",
+        paired_tests="results/tables/paired_tests.tsv",
+        fid="results/tables/fid.tsv",
+        kl_classification="results/tables/kl_classification.tsv",
+        realism="results/tables/realism.tsv",
+        reader_study="results/tables/reader_study.tsv",
+        utility="results/tables/utility.tsv",
+        memorization="results/tables/memorization.tsv",
+        paper_config="config/paper.yaml",
+    output:
+        tsv=report(
+            "results/tables/scorecard.tsv",
+            caption="../report/scorecard.rst",
+            category="Scorecard",
+            subcategory="stats",
+        ),
+        html=report(
+            "results/tables/scorecard.html",
+            caption="../report/scorecard.rst",
+            category="Scorecard",
+            subcategory="stats",
+        ),
+    log:
+        "logs/scorecard/scorecard.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        config=config,
+    script:
+        "../scripts/scorecard.py"

@@ -1,0 +1,158 @@
+"""FID on trained-classifier features (MONAI FIDMetric), the table, the Inception option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from kneesynth.errors import InputError
+from kneesynth.fid import (
+    classifier_extractor,
+    fid_rows,
+    fid_table,
+    frechet_distance,
+    inception_extractor,
+    train_feature_net,
+)
+
+torch.set_num_threads(1)
+SIZE = 16
+
+
+def by_hand(a, b):
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def test_frechet_distance_matches_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 3))
+    b = rng.normal(loc=[1.0, 0.0, -2.0], scale=[1.0, 2.0, 0.5], size=(150, 3))
+    assert frechet_distance(a, b) == pytest.approx(by_hand(a, b), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # mean shift of (1, 0, -2) alone contributes 5
+    assert frechet_distance(a, a + [1.0, 0.0, -2.0]) == pytest.approx(5.0, rel=1e-6)
+    assert np.isnan(frechet_distance(a, b[:1]))
+
+
+def test_fid_rows_per_grade_and_direction_note():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(50, 2))
+    grades = np.repeat(np.arange(5), 10)
+    synthetic = {
+        "ddpm_cond": (real + rng.normal(scale=0.1, size=real.shape), grades),
+        "wgan": (real + 3.0, grades),
+    }
+    rows = pd.DataFrame(fid_rows(real, grades, synthetic, "test_features"))
+    assert len(rows) == 12
+    assert rows["condition"].tolist()[:6] == ["overall", "kl0", "kl1", "kl2", "kl3", "kl4"]
+    assert set(rows["n_real"]) == {50, 10}
+    overall = rows[rows["condition"] == "overall"].set_index("model")["value"]
+    assert overall["ddpm_cond"] < overall["wgan"]
+    note = rows.loc[
+        (rows["model"] == "ddpm_cond") & (rows["condition"] == "overall"), "note"
+    ].item()
+    assert "same direction" in note
+    assert (rows["features"] == "test_features").all()
+    few = pd.DataFrame(fid_rows(real, grades, {"wgan": (real[:11], grades[:11])}, "f"))
+    kl1 = few[few["condition"] == "kl1"].iloc[0]
+    assert kl1["n_synthetic"] == 1 and np.isnan(kl1["value"])
+    assert "fewer than 2 images" in kl1["note"]
+
+
+def test_inception_option_needs_torchscript(tmp_path):
+    bad = tmp_path / "inception_state_dict.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
+    with pytest.raises(InputError, match="expected a TorchScript archive"):
+        inception_extractor(bad)
+    with pytest.raises(InputError, match="not found"):
+        inception_extractor(tmp_path / "missing.pt")
+
+    class Pool(torch.nn.Module):  # stands in for Inception: (n, 3, 299, 299) -> (n, 3)
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    good = tmp_path / "inception.pt"
+    torch.jit.save(torch.jit.script(Pool()), str(good))
+    extract, name = inception_extractor(good)
+    features = extract(np.full((3, SIZE, SIZE), 255, np.uint8))
+    assert features.shape == (3, 3) and np.allclose(features, 1.0)
+    assert name == "inception_v3_pool"
+
+
+def tiny_oai(folder):
+    rng = np.random.default_rng(2)
+    rows = []
+    for split in ("train", "val", "test"):
+        for grade in range(5):
+            for i in range(3):
+                image = np.clip(rng.normal(40 * grade + 20, 10, (SIZE, SIZE)), 0, 255).astype(
+                    np.uint8
+                )
+                path = folder / split / f"{grade}_{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+                rows.append(
+                    {
+                        "image": str(path),
+                        "participant": f"p{i}",
+                        "side": "R",
+                        "visit": "V00",
+                        "kl_grade": grade,
+                        "split": split,
+                    }
+                )
+    manifest = folder / "manifest.tsv"
+    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
+    return manifest
+
+
+FID_CONFIG = {
+    "features": "classifier",
+    "inception_weights": None,
+    "classifier": {
+        "init_features": 8,
+        "growth_rate": 4,
+        "block_config": [1, 1],
+        "steps": 3,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "checkpoint_every": 2,
+    },
+}
+
+
+def test_feature_net_and_fid_table(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    weights = tmp_path / "fid_features.pt"
+    train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / "state", 3)
+    extract, features, size = classifier_extractor(weights)
+    assert size == SIZE and features.startswith("densenet")
+    assert extract(np.zeros((4, SIZE, SIZE), np.uint8)).shape == (
+        4,
+        10,
+    )  # 8 + 4 -> transition 6 + 4 = 10
+    # a synthetic "set" that is the test split itself -> FID 0 overall
+    test = pd.read_csv(manifest, sep="\t").query("split == 'test'")
+    sample_manifest = tmp_path / "samples" / "manifest.tsv"
+    sample_manifest.parent.mkdir()
+    test.assign(generator="ddpm_cond")[["image", "kl_grade", "generator"]].to_csv(
+        sample_manifest, sep="\t", index=False
+    )
+    table = fid_table(manifest, [sample_manifest], weights, FID_CONFIG)
+    assert table.loc[table["condition"] == "overall", "value"].item() == pytest.approx(0, abs=1e-6)
+    assert (table["n_synthetic"].iloc[1:] == 3).all()
+
+
+def test_fid_table_rejects_inception_without_weights(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    weights = tmp_path / "fid_features.pt"
+    train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / "state", 3)
+    with pytest.raises(InputError, match="inception_weights is not set"):
+        fid_table(manifest, [], weights, {**FID_CONFIG, "features": "inception"})

@@ -1,0 +1,271 @@
+"""Study B generators: manifest reading, DDPM (uncond/cond) and WGAN-GP training and sampling,
+resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from kneesynth.errors import InputError
+from kneesynth.oai_generators import (
+    WganCritic,
+    WganGenerator,
+    build_unet,
+    load_images,
+    read_oai_manifest,
+    sample_ddpm,
+    sample_generator,
+    scheduler_settings,
+    train_generator,
+    unet_settings,
+)
+from kneesynth.training import load_weights
+
+torch.set_num_threads(1)
+SIZE = 16
+
+
+def tiny_oai(folder, per_grade=(3, 3, 3, 3, 3), participant="P-9000001", size=SIZE):
+    """A tiny OAI manifest of PNGs: grade g has a joint gap of 6 - g pixels; train/val/test."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, factor in (("train", 1), ("val", 1), ("test", 1)):
+        for grade, count in enumerate(per_grade):
+            for i in range(count * factor):
+                image = rng.integers(0, 40, (size, size)).astype(np.uint8)
+                gap = 6 - grade
+                image[: size // 2 - gap // 2] += 150
+                image[size // 2 + (gap + 1) // 2 :] += 150
+                path = folder / "oai" / split / str(grade) / f"{participant}_{grade}_{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+                rows.append(
+                    {
+                        "image": str(path),
+                        "participant": f"{participant}{split}{i}",
+                        "side": "R",
+                        "visit": "V00",
+                        "kl_grade": grade,
+                        "split": split,
+                    }
+                )
+    manifest = folder / "manifest.tsv"
+    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
+    return manifest
+
+
+def tiny_config(steps=3):
+    return {
+        "image_size": SIZE,
+        "ddpm": {
+            "num_train_timesteps": 50,
+            "beta_schedule": "linear",
+            "block_out_channels": [8, 16],
+            "layers_per_block": 1,
+            "attention": False,
+            "norm_num_groups": 4,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "ema_decay": 0.9,
+            "checkpoint_every": 2,
+        },
+        "ddpm_uncond": {"steps": steps},
+        "ddpm_cond": {"steps": steps, "guidance_scale": 0.0, "label_dropout": 0.1},
+        "wgan": {
+            "latent_dim": 8,
+            "channels": 8,
+            "max_channels": 32,
+            "steps": steps,
+            "batch_size": 4,
+            "n_critic": 2,
+            "gradient_penalty": 10.0,
+            "learning_rate": 1e-4,
+            "betas": [0.0, 0.9],
+            "checkpoint_every": 2,
+        },
+    }
+
+
+SAMPLING = {"sampler": "ddim", "inference_steps": 4, "batch_size": 8}
+
+
+def test_read_manifest_rejects_bad_grade(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    frame = pd.read_csv(manifest, sep="\t")
+    frame.loc[2, "kl_grade"] = 7
+    frame.to_csv(manifest, sep="\t", index=False)
+    with pytest.raises(InputError, match=f"{manifest}: kl_grade must be 0-4"):
+        read_oai_manifest(manifest)
+
+
+def test_read_manifest_missing_column(tmp_path):
+    manifest = tmp_path / "m.tsv"
+    pd.DataFrame({"image": ["a.png"], "kl_grade": [1]}).to_csv(manifest, sep="\t", index=False)
+    with pytest.raises(InputError, match="missing column"):
+        read_oai_manifest(manifest)
+
+
+def test_load_images_names_missing_file(tmp_path):
+    missing = tmp_path / "nope.png"
+    with pytest.raises(InputError, match=f"{missing}: image file not found"):
+        load_images([missing], SIZE)
+
+
+def test_load_images_resizes(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    frame = read_oai_manifest(manifest, split="train")
+    images = load_images(frame["image"][:2], 8)
+    assert images.shape == (2, 8, 8) and images.dtype == np.uint8
+
+
+def test_conditional_unet_has_null_class():
+    ddpm = tiny_config()["ddpm"]
+    assert unet_settings(ddpm, SIZE, conditional=True)["num_class_embeds"] == 6
+    assert "num_class_embeds" not in unet_settings(ddpm, SIZE, conditional=False)
+    with pytest.raises(ValueError, match="not divisible"):
+        unet_settings({**ddpm, "block_out_channels": [8, 8, 8, 8, 8]}, 20, conditional=False)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpmsolver++"])
+def test_sample_ddpm_per_image_seed(sampler):
+    torch.manual_seed(0)
+    ddpm = tiny_config()["ddpm"]
+    unet = build_unet(unet_settings(ddpm, SIZE, conditional=True)).eval()
+    scheduler = scheduler_settings(ddpm)
+    together = sample_ddpm(unet, scheduler, sampler, 5, [11, 12, 13], [0, 2, 4], 1.5)
+    alone = sample_ddpm(unet, scheduler, sampler, 5, [12], [2], 1.5)
+    assert together.shape == (3, 1, SIZE, SIZE)
+    assert together.abs().max() <= 1
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(together[0], together[2])
+    unguided = sample_ddpm(unet, scheduler, sampler, 5, [12], [2], 0.0)
+    assert not torch.allclose(unguided, alone)
+
+
+def test_wgan_nets_shapes():
+    for size, base in ((64, 4), (224, 7)):
+        generator = WganGenerator(size, latent_dim=8, channels=4, max_channels=16)
+        assert generator.base == base
+        images = generator(torch.randn(2, 8), torch.tensor([0, 4]))
+        assert images.shape == (2, 1, size, size)
+        score = WganCritic(size, channels=4, max_channels=16)(images, torch.tensor([0, 4]))
+        assert score.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["ddpm_uncond", "ddpm_cond", "wgan"])
+def test_train_and_sample_each_generator(tmp_path, name):
+    manifest = tiny_oai(tmp_path)
+    weights = tmp_path / "models" / f"{name}.pt"
+    train_generator(name, manifest, tiny_config(steps=2), weights, tmp_path / "state" / name, 7)
+    state_dict, meta = load_weights(weights)
+    assert meta["generator"] == name and meta["train_counts"] == {g: 3 for g in range(5)}
+    if name == "ddpm_uncond":
+        assert sorted(state_dict) == [f"kl{g}" for g in range(5)]
+    grades, seeds = np.array([0, 4, 2, 4]), np.array([1, 2, 3, 2])
+    images = sample_generator(weights, grades, seeds, SAMPLING)
+    assert images.shape == (4, SIZE, SIZE) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[1], images[3])  # same grade + seed -> same image
+    again = sample_generator(weights, grades[:2], seeds[:2], {**SAMPLING, "batch_size": 1})
+    np.testing.assert_array_equal(again, images[:2])
+
+
+def test_ddpm_uncond_needs_every_grade(tmp_path):
+    manifest = tiny_oai(tmp_path, per_grade=(3, 3, 0, 3, 3))
+    with pytest.raises(InputError, match=r"no training images of KL grade\(s\) \[2\]"):
+        train_generator(
+            "ddpm_uncond", manifest, tiny_config(), tmp_path / "u.pt", tmp_path / "s", 7
+        )
+
+
+def test_generators_never_see_validation_or_test_images(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    frame = pd.read_csv(manifest, sep="\t")
+    frame.loc[frame["split"] != "train", "image"] = str(tmp_path / "missing.png")
+    frame.to_csv(manifest, sep="\t", index=False)
+    train_generator("wgan", manifest, tiny_config(steps=1), tmp_path / "w.pt", tmp_path / "s", 7)
+    assert (tmp_path / "w.pt").exists()
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import sys, json, torch
+    torch.set_num_threads(1)
+    from kneesynth.oai_generators import train_generator
+    manifest, config, output, state = sys.argv[1:5]
+    train_generator("{name}", manifest, json.loads(config), output, state, 7)
+    """
+)
+
+
+@pytest.mark.parametrize("name", ["wgan", "ddpm_cond"])
+def test_killed_training_resumes_to_identical_weights(tmp_path, name):
+    import json
+
+    manifest = tiny_oai(tmp_path)
+    config = json.dumps(tiny_config(steps=5))
+    script = RESUME_SCRIPT.format(name=name)
+
+    def run(output, state, kill_at=None):
+        env = {k: v for k, v in os.environ.items() if k != "KNEESYNTH_FAULT_KILL_AT_STEP"}
+        if kill_at is not None:
+            env["KNEESYNTH_FAULT_KILL_AT_STEP"] = str(kill_at)
+        return subprocess.run(
+            [sys.executable, "-c", script, str(manifest), config, str(output), str(state)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    straight = run(tmp_path / "straight.pt", tmp_path / "state_straight")
+    assert straight.returncode == 0, straight.stderr
+    killed = run(tmp_path / "resumed.pt", tmp_path / "state_resumed", kill_at=4)
+    assert killed.returncode == -9 and not (tmp_path / "resumed.pt").exists()
+    resumed = run(tmp_path / "resumed.pt", tmp_path / "state_resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    a, _ = load_weights(tmp_path / "straight.pt")
+    b, _ = load_weights(tmp_path / "resumed.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_prediction_targets_recover_the_clean_image():
+    from kneesynth.oai_generators import _target
+
+    clean, noise = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    a_bar = torch.tensor([0.9, 0.5, 0.1]).view(-1, 1, 1, 1)
+    noisy = a_bar.sqrt() * clean + (1 - a_bar).sqrt() * noise
+    torch.testing.assert_close(_target("epsilon", clean, noise, a_bar), noise)
+    torch.testing.assert_close(_target("sample", clean, noise, a_bar), clean)
+    v = _target("v_prediction", clean, noise, a_bar)
+    torch.testing.assert_close(a_bar.sqrt() * noisy - (1 - a_bar).sqrt() * v, clean)
+    with pytest.raises(ValueError, match="unknown prediction_type"):
+        _target("score", clean, noise, a_bar)
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_other_prediction_types_train_and_sample(tmp_path, prediction_type):
+    manifest = tiny_oai(tmp_path)
+    config = tiny_config(steps=1)
+    config["ddpm"]["prediction_type"] = prediction_type
+    weights = tmp_path / "ddpm_cond.pt"
+    train_generator("ddpm_cond", manifest, config, weights, tmp_path / "state", 7)
+    assert load_weights(weights)[1]["scheduler"]["prediction_type"] == prediction_type
+    for sampler in ("ancestral", "dpmsolver++"):
+        images = sample_generator(weights, [1, 3], [5, 6], {**SAMPLING, "sampler": sampler})
+        assert images.shape == (2, SIZE, SIZE)
+
+
+def test_resume_state_is_removed_once_weights_are_written(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    state = tmp_path / "state" / "wgan"
+    train_generator("wgan", manifest, tiny_config(steps=3), tmp_path / "w.pt", state, 7)
+    assert (tmp_path / "w.pt").exists() and not state.exists()

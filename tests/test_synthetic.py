@@ -1,0 +1,159 @@
+"""Synthetic sets: counts per KL grade, PNG + DICOM writing (marked synthetic, no source
+identifiers), the KL grid figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from kneesynth.oai_generators import train_generator
+from kneesynth.synthetic import (
+    make_synthetic_set,
+    plot_kl_grid,
+    read_sample_manifest,
+    sample_plan,
+    synthetic_counts,
+    write_synthetic_set,
+)
+
+torch.set_num_threads(1)
+SIZE = 16
+PLANTED_ID = "9912345"  # a participant id planted in the real manifest
+
+
+def tiny_oai(folder, per_grade=(4, 3, 3, 2, 1)):
+    """Tiny OAI manifest; every participant id and file name contains PLANTED_ID."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for split in ("train", "val", "test"):
+        for grade, count in enumerate(per_grade):
+            for i in range(count):
+                image = rng.integers(0, 255, (SIZE, SIZE)).astype(np.uint8)
+                path = folder / "oai" / split / str(grade) / f"{PLANTED_ID}_{split}_{grade}_{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+                rows.append(
+                    {
+                        "image": str(path),
+                        "participant": PLANTED_ID,
+                        "side": "L",
+                        "visit": "V00",
+                        "kl_grade": grade,
+                        "split": split,
+                    }
+                )
+    manifest = folder / "manifest.tsv"
+    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
+    return manifest
+
+
+def test_counts_to_max_balances_real_plus_synthetic():
+    real = {0: 10, 1: 4, 2: 7, 3: 2, 4: 0}
+    counts = synthetic_counts(real, {"balance": "to_max", "min_per_grade": 0})
+    assert counts == {0: 0, 1: 6, 2: 3, 3: 8, 4: 10}
+    assert {g: real[g] + counts[g] for g in real} == dict.fromkeys(real, 10)
+
+
+def test_counts_floor_cap_and_fixed():
+    real = {0: 10, 1: 4, 2: 7, 3: 2, 4: 0}
+    counts = synthetic_counts(real, {"balance": "to_max", "min_per_grade": 2, "max_per_grade": 8})
+    assert counts == {0: 2, 1: 6, 2: 3, 3: 8, 4: 8}
+    assert synthetic_counts(real, {"balance": "per_grade", "per_grade": 5}) == dict.fromkeys(
+        real, 5
+    )
+    with pytest.raises(ValueError, match="unknown balance"):
+        synthetic_counts(real, {"balance": "evenly"})
+
+
+def test_sample_plan_seeds_are_stable_and_distinct():
+    plan = sample_plan("wgan", {0: 2, 1: 0, 2: 3, 3: 0, 4: 1}, seed=3)
+    assert plan["kl_grade"].tolist() == [0, 0, 2, 2, 2, 4]
+    assert plan["seed"].is_unique
+    assert plan.equals(sample_plan("wgan", {0: 2, 1: 0, 2: 3, 3: 0, 4: 1}, seed=3))
+    assert not plan["seed"].equals(sample_plan("ddpm_cond", {0: 2, 2: 3, 4: 1}, seed=3)["seed"])
+
+
+def test_dicom_is_marked_synthetic_and_holds_the_pixels(tmp_path):
+    images = np.arange(3 * SIZE * SIZE, dtype=np.uint32).reshape(3, SIZE, SIZE).astype(np.uint8)
+    plan = sample_plan("ddpm_cond", {0: 1, 1: 0, 2: 2, 3: 0, 4: 0}, seed=1)
+    manifest = write_synthetic_set(tmp_path / "set", images, plan, "ddpm_cond")
+    assert list(manifest.columns[:3]) == ["image", "kl_grade", "generator"]
+    assert read_sample_manifest(tmp_path / "set" / "manifest.tsv").equals(manifest)
+    uids = set()
+    for image, row in zip(images, manifest.itertuples(), strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(row.image)), image)
+        ds = pydicom.dcmread(row.dicom)
+        np.testing.assert_array_equal(ds.pixel_array, image)
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert "SYNTHETIC" in ds.SeriesDescription
+        assert ds.BurnedInAnnotation == "NO"
+        assert ds.ConversionType == "SYN"
+        assert ds.PatientID.startswith("SYNTH-")
+        assert f"grade {row.kl_grade}" in ds.ImageComments
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        uids.add(ds.SOPInstanceUID)
+    assert len(uids) == 3
+
+
+def test_synthetic_set_carries_no_source_identifiers(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    config = {
+        "image_size": SIZE,
+        "wgan": {
+            "latent_dim": 8,
+            "channels": 8,
+            "max_channels": 16,
+            "steps": 1,
+            "batch_size": 2,
+            "n_critic": 1,
+            "gradient_penalty": 10.0,
+            "learning_rate": 1e-4,
+            "betas": [0.0, 0.9],
+            "checkpoint_every": 1,
+        },
+    }
+    weights = tmp_path / "models" / "wgan.pt"
+    train_generator("wgan", manifest, config, weights, tmp_path / "state", 1)
+    samples = {
+        "balance": "to_max",
+        "min_per_grade": 1,
+        "max_per_grade": None,
+        "sampler": "ddim",
+        "inference_steps": 2,
+        "batch_size": 4,
+    }
+    out = tmp_path / "samples" / "wgan"
+    written = make_synthetic_set(weights, manifest, samples, 5, out)
+    # to_max over real train counts (4, 3, 3, 2, 1), at least one of grade 0
+    assert written["kl_grade"].value_counts().sort_index().tolist() == [1, 1, 1, 2, 3]
+    files = sorted((out / "dicom").glob("*.dcm"))
+    assert len(files) == len(written)
+    source_names = [p.stem for p in (tmp_path / "oai").rglob("*.png")]
+    for path in files:
+        raw = path.read_bytes()
+        assert PLANTED_ID.encode() not in raw
+        for name in source_names:
+            assert name.encode() not in raw
+        ds = pydicom.dcmread(path)
+        for element in ds.iterall():
+            assert PLANTED_ID not in str(element.value)
+    assert PLANTED_ID not in (out / "manifest.tsv").read_text()
+
+
+def test_kl_grid_figure(tmp_path):
+    frames = []
+    for name in ("real", "wgan"):
+        rows = []
+        for grade in range(5):
+            path = tmp_path / f"{name}_{grade}.png"
+            Image.fromarray(np.full((SIZE, SIZE), 50 * grade, np.uint8)).save(path)
+            rows.append({"image": str(path), "kl_grade": grade})
+        frames.append((name, pd.DataFrame(rows)))
+    out = tmp_path / "figures" / "kl_grid.png"
+    plot_kl_grid(out, frames, per_cell=2)
+    with Image.open(out) as figure:
+        assert figure.size[0] > 100 and figure.size[1] > 100

@@ -1,0 +1,129 @@
+# Study B (Smits Serena et al., DKOU 2025): DDPM and WGAN knee radiographs by KL grade, trained on
+# the real training split of results/oai/manifest.tsv; synthetic sets (PNG + DICOM) that balance
+# the grades; FID against the real test split; the abstract's Figure 1 grid.
+# GPU rules: train_study_b_generator, sample_study_b_generator, train_fid_features, fid_table.
+
+STUDY_B_GENERATOR_NAMES = ["ddpm_uncond", "ddpm_cond", "wgan"]
+
+STUDY_B_GENERATORS = expand(
+    "results/models/study_b/{generator}.pt", generator=STUDY_B_GENERATOR_NAMES
+) + ["results/models/study_b/fid_features.pt"]
+STUDY_B_SAMPLES = expand(
+    "results/samples/study_b/{generator}/manifest.tsv",
+    generator=STUDY_B_GENERATOR_NAMES,
+)
+STUDY_B_STATS = ["results/tables/fid.tsv"]
+STUDY_B_FIGURES = ["results/figures/kl_grid.png"]
+
+
+rule train_study_b_generator:
+    input:
+        manifest="results/oai/manifest.tsv",
+    output:
+        weights="results/models/study_b/{generator}.pt",
+    log:
+        "logs/train_study_b_generator/{generator}.log",
+    benchmark:
+        "benchmarks/train_study_b_generator/{generator}.tsv"
+    wildcard_constraints:
+        generator="ddpm_uncond|ddpm_cond|wgan",
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        generators=study_b_generator_settings,
+        seed=config["seed"],
+        compute=config["compute"],
+        state_dir="results/state/train_study_b_generator/{generator}",
+    script:
+        "../scripts/train_study_b_generator.py"
+
+
+rule sample_study_b_generator:
+    input:
+        weights="results/models/study_b/{generator}.pt",
+        manifest="results/oai/manifest.tsv",
+    output:
+        manifest="results/samples/study_b/{generator}/manifest.tsv",
+        png=directory("results/samples/study_b/{generator}/png"),
+        dicom=directory("results/samples/study_b/{generator}/dicom"),
+    log:
+        "logs/sample_study_b_generator/{generator}.log",
+    benchmark:
+        "benchmarks/sample_study_b_generator/{generator}.tsv"
+    wildcard_constraints:
+        generator="ddpm_uncond|ddpm_cond|wgan",
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        samples=config["study_b"]["samples"],
+        seed=config["seed"],
+        compute=config["compute"],
+    script:
+        "../scripts/sample_study_b_generator.py"
+
+
+rule train_fid_features:
+    input:
+        manifest="results/oai/manifest.tsv",
+    output:
+        weights="results/models/study_b/fid_features.pt",
+    log:
+        "logs/train_fid_features/train_fid_features.log",
+    benchmark:
+        "benchmarks/train_fid_features/train_fid_features.tsv"
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        fid=config["study_b"]["fid"],
+        image_size=config["study_b"]["generators"]["image_size"],
+        seed=config["seed"],
+        compute=config["compute"],
+        state_dir="results/state/train_fid_features",
+    script:
+        "../scripts/train_fid_features.py"
+
+
+rule fid_table:
+    input:
+        manifest="results/oai/manifest.tsv",
+        features="results/models/study_b/fid_features.pt",
+        samples=STUDY_B_SAMPLES,
+    output:
+        report(
+            "results/tables/fid.tsv",
+            caption="../report/study_b_fid.rst",
+            category="Study B",
+            subcategory="stats",
+        ),
+    log:
+        "logs/fid_table/fid_table.log",
+    benchmark:
+        "benchmarks/fid_table/fid_table.tsv"
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        fid=config["study_b"]["fid"],
+        compute=config["compute"],
+    script:
+        "../scripts/study_b_fid_table.py"
+
+
+rule kl_grid_figure:
+    input:
+        manifest="results/oai/manifest.tsv",
+        samples=STUDY_B_SAMPLES,
+    output:
+        report(
+            "results/figures/kl_grid.png",
+            caption="../report/study_b_kl_grid.rst",
+            category="Study B",
+            subcategory="figures",
+        ),
+    log:
+        "logs/kl_grid_figure/kl_grid_figure.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        per_cell=config["study_b"]["samples"]["grid_per_cell"],
+    script:
+        "../scripts/study_b_kl_grid.py"
