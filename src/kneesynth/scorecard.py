@@ -27,25 +27,11 @@ import numpy as np
 import pandas as pd
 
 from kneesynth.io import atomic_path, read_tsv
+from kneesynth.study_a_settings import PAPER_TABLE1
 
 SIGNIFICANCE = 0.05
 NOT_RUN = "not run"
 
-# Table I of Mei et al. (model, condition, metric) -> (mean, sd)
-PAPER_TABLE1 = {
-    ("unet", "contour", "mae"): (0.0209, 0.007),
-    ("unet", "contour_bone", "mae"): (0.0188, 0.006),
-    ("unet", "contour", "psnr"): (29.188, 2.22),
-    ("unet", "contour_bone", "psnr"): (30.304, 2.45),
-    ("csm", "contour", "mae"): (0.0395, 0.010),
-    ("csm", "contour_bone", "mae"): (0.0507, 0.010),
-    ("csm", "contour", "psnr"): (22.911, 1.89),
-    ("csm", "contour_bone", "psnr"): (21.350, 1.49),
-    ("ctm", "contour", "mae"): (0.0193, 0.005),
-    ("ctm", "contour_bone", "mae"): (0.0152, 0.007),
-    ("ctm", "contour", "psnr"): (29.498, 1.91),
-    ("ctm", "contour_bone", "psnr"): (31.680, 1.76),
-}
 MODEL_LABELS = {"unet": "U-Net", "csm": "CSM", "ctm": "CTM"}
 CONDITION_LABELS = {"contour": "contour", "contour_bone": "contour+bone"}
 DDPM_ARMS = ("real+ddpm_uncond", "real+ddpm_cond")
@@ -79,6 +65,13 @@ SETTINGS = (
     Setting("A", "CSM SDEdit start time t0", "study_a.t0", 0.4),
     Setting("A", "PC sampler steps N", "study_a.sampler.pc.steps", 500),
     Setting("A", "Langevin corrector snr", "study_a.sampler.pc.snr", 0.4),
+    Setting(
+        "A",
+        "corrector steps per predictor step (1000 evaluations per image)",
+        "study_a.sampler.pc.corrector_steps",
+        1,
+    ),
+    Setting("A", "smallest SDE time eps (score_sde)", "study_a.sampler.eps", 1e-5),
     Setting("A", "sampler (reverse diffusion + Langevin)", "study_a.sampler.name", "pc"),
     Setting("A", "batch size", "study_a.batch_size", 16),
     Setting("A", "Adam learning rate", "study_a.lr", 2e-4),
@@ -100,6 +93,8 @@ DATA_FACTS = (
     ("A", "SICAS leg CT volumes", 55),
     ("A", "DRRs per segmentation type (55 x 60)", 3300),
     ("B", "OAI knee radiographs with KL grades", 8259),
+    ("B", "images in the Chen et al. data set", 8260),
+    ("B", "blinded readers (2 radiologists + 1 orthopaedic surgeon)", 3),
 )
 
 

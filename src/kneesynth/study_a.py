@@ -38,7 +38,7 @@ from kneesynth.score.sampling import CountingScoreFn, get_sampler, initial_sampl
 from kneesynth.score.sde import VESDE
 from kneesynth.score.unet_baseline import build_unet_baseline
 from kneesynth.seeding import derive_seed
-from kneesynth.study_a_settings import TRAINING_KEYS
+from kneesynth.study_a_settings import PAPER_TABLE1, TRAINING_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +47,6 @@ MODELS = ("unet", "csm", "ctm")  # the column order of Table I and Fig. 3
 MODEL_LABELS = {"unet": "U-Net", "csm": "CSM", "ctm": "CTM"}
 CONDITION_LABELS = {"contour": "contour", "contour_bone": "contour + bone"}
 SPLITS = ("train", "val", "test")
-
-# Table I of Mei et al. (STUDY.md): (model, condition, metric) -> (mean, std)
-PAPER_TABLE1: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("unet", "contour", "mae"): (0.0209, 0.007),
-    ("unet", "contour_bone", "mae"): (0.0188, 0.006),
-    ("unet", "contour", "psnr"): (29.188, 2.22),
-    ("unet", "contour_bone", "psnr"): (30.304, 2.45),
-    ("csm", "contour", "mae"): (0.0395, 0.010),
-    ("csm", "contour_bone", "mae"): (0.0507, 0.010),
-    ("csm", "contour", "psnr"): (22.911, 1.89),
-    ("csm", "contour_bone", "psnr"): (21.350, 1.49),
-    ("ctm", "contour", "mae"): (0.0193, 0.005),
-    ("ctm", "contour_bone", "mae"): (0.0152, 0.007),
-    ("ctm", "contour", "psnr"): (29.498, 1.91),
-    ("ctm", "contour_bone", "psnr"): (31.680, 1.76),
-}
 
 
 # --------------------------------------------------------------------------- dataset

@@ -1,4 +1,4 @@
-"""Study A settings that the workflow reads at parse time (no torch import here)."""
+"""Study A settings and the paper's Table I, read at parse time and by the scorecard (no torch)."""
 
 # config keys a trained model depends on: a checkpoint made with others is not resumed, and
 # the training rules get only these (so a sampler setting does not retrain the models)
@@ -15,3 +15,19 @@ TRAINING_KEYS = (
     "ema_decay",
     "grad_clip",
 )
+
+# Table I of Mei et al. (STUDY.md): (model, condition, metric) -> (mean, std)
+PAPER_TABLE1: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("unet", "contour", "mae"): (0.0209, 0.007),
+    ("unet", "contour_bone", "mae"): (0.0188, 0.006),
+    ("unet", "contour", "psnr"): (29.188, 2.22),
+    ("unet", "contour_bone", "psnr"): (30.304, 2.45),
+    ("csm", "contour", "mae"): (0.0395, 0.010),
+    ("csm", "contour_bone", "mae"): (0.0507, 0.010),
+    ("csm", "contour", "psnr"): (22.911, 1.89),
+    ("csm", "contour_bone", "psnr"): (21.350, 1.49),
+    ("ctm", "contour", "mae"): (0.0193, 0.005),
+    ("ctm", "contour_bone", "mae"): (0.0152, 0.007),
+    ("ctm", "contour", "psnr"): (29.498, 1.91),
+    ("ctm", "contour_bone", "psnr"): (31.680, 1.76),
+}
