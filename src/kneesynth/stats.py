@@ -143,6 +143,18 @@ def wilcoxon_across_seeds(correct_a, correct_b) -> TestResult:
     )
 
 
+def _bootstrap_mean(per_image: np.ndarray, n_resamples: int, confidence_level: float, seed: int):
+    """Percentile bootstrap of the mean over test images (scipy.stats.bootstrap)."""
+    return scipy_stats.bootstrap(
+        (per_image,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+
+
 def paired_bootstrap_accuracy_difference(
     correct_a,
     correct_b,
@@ -165,14 +177,7 @@ def paired_bootstrap_accuracy_difference(
         a, b = a[None], b[None]
     per_image = (a.astype(np.int64) - b.astype(np.int64)).mean(axis=0)  # (n_images,)
     observed = float(per_image.mean())
-    result = scipy_stats.bootstrap(
-        (per_image,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=confidence_level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
+    result = _bootstrap_mean(per_image, n_resamples, confidence_level, seed)
     distribution = result.bootstrap_distribution
     extreme = np.sum(np.abs(distribution - observed) >= abs(observed) - 1e-12)
     p_value = float(min(1.0, (1 + extreme) / (1 + n_resamples)))
@@ -204,14 +209,7 @@ def bootstrap_accuracy_ci(
     if correct.size == 0:
         raise ValueError("no predictions to bootstrap")
     per_image = correct.reshape(-1, correct.shape[-1]).mean(axis=0)  # (n_images,)
-    result = scipy_stats.bootstrap(
-        (per_image,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=confidence_level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
+    result = _bootstrap_mean(per_image, n_resamples, confidence_level, seed)
     interval = result.confidence_interval
     return float(per_image.mean()), float(interval.low), float(interval.high)
 
