@@ -30,6 +30,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from kneesynth import tables
+
 #: class labels of each classification task (target values)
 TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
 #: human-readable class names (axis labels of confusion matrices)
@@ -257,14 +259,9 @@ def pooled_confusion(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> p
     return pd.DataFrame(rows, columns=["task", "arm", "true_class", "predicted_class", "count"])
 
 
+# the columns every study's paired-test table shares (kneesynth.tables), then study B's own
 PAIRED_TEST_COLUMNS = [
-    "study",
-    "comparison",
-    "test",
-    "statistic",
-    "p_value",
-    "p_adjusted",
-    "n",
+    *tables.PAIRED_TEST_COLUMNS,
     "task",
     "ci_low",
     "ci_high",
