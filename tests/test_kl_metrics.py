@@ -63,7 +63,7 @@ def predictions_for(correct: np.ndarray, target: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "image": [f"img{i}.png" for i in range(len(target))],
-            "participant": [f"p{i}" for i in range(len(target))],
+            "participant": [f"p{i // 2}" for i in range(len(target))],  # two knees each
             "kl_grade": target,
             "target": target,
             "prediction": prediction,
@@ -107,47 +107,73 @@ def test_kl_classification_table_means_over_seeds():
 
 def test_paired_tests_table_compares_augmented_arms_with_real():
     predictions = make_predictions()
-    table = kl_metrics.paired_tests_table(predictions, bootstrap_resamples=500)
+    table = kl_metrics.paired_tests_table(predictions)
     assert list(table.columns) == kl_metrics.PAIRED_TEST_COLUMNS
     assert set(table["comparison"]) == {"real+ddpm_cond vs real", "real+wgan vs real"}
-    # per comparison: 3 McNemar (one per seed), paired t, Wilcoxon, bootstrap
+    # per comparison: the t over seeds and participants of 3 metrics, McNemar per seed
     assert table.groupby("comparison").size().tolist() == [6, 6]
-    assert np.isfinite(table["statistic"]).all()
-    assert table["p_value"].between(0, 1).all() and table["p_adjusted"].between(0, 1).all()
-    assert (table["p_adjusted"] >= table["p_value"] - 1e-12).all()
-    # Holm within the McNemar family of 6 tests: the smallest p is multiplied by 6
-    mcnemar = table[table["test"] == "mcnemar"]
+    assert table["unit"].notna().all() and (table["n_units"] == 30).all()  # 60 images, 30 people
+    headline = table[table["test"] == "t_over_seeds_and_participants"]
+    assert set(headline["metric"]) == {"accuracy", "oa_positive_recall", "macro_precision"}
+    assert (headline["unit"] == "participant and seed").all()
+    tested = headline.set_index(["comparison", "metric"])
+    gain = tested.loc[("real+ddpm_cond vs real", "accuracy")]
+    assert gain["ci_low"] > 0 and gain["p_adjusted"] < 0.05  # 0.8 vs 0.6, 60 images x 3 seeds
+    assert gain["paper_value"] == "<0.01"
+    assert tested.loc[("real+wgan vs real", "accuracy"), "paper_value"] == "~0.15"
+    # the seed-averaged accuracy difference, recomputed by hand
+    diffs = [
+        (
+            predictions[("kl5", "real+ddpm_cond", s)]["prediction"]
+            == predictions[("kl5", "real+ddpm_cond", s)]["target"]
+        ).mean()
+        - (
+            predictions[("kl5", "real", s)]["prediction"]
+            == predictions[("kl5", "real", s)]["target"]
+        ).mean()
+        for s in range(3)
+    ]
+    assert gain["difference"] == pytest.approx(np.mean(diffs))
+    # Holm within the McNemar family of 6 tests (2 arms x 3 seeds)
+    mcnemar = table[table["test"] == "clustered_mcnemar"].dropna(subset=["p_value"])
     smallest = mcnemar["p_value"].idxmin()
     assert mcnemar.loc[smallest, "p_adjusted"] == pytest.approx(
-        min(1.0, 6 * mcnemar.loc[smallest, "p_value"])
+        min(1.0, len(mcnemar) * mcnemar.loc[smallest, "p_value"])
     )
-    bootstrap = table[(table["test"] == "bootstrap_accuracy_difference")].set_index("comparison")
-    assert bootstrap.loc["real+ddpm_cond vs real", "ci_low"] > 0  # 0.8 vs 0.6, 60 images x 3
-    assert bootstrap.loc["real+ddpm_cond vs real", "paper_value"] == "<0.01"
-    assert bootstrap.loc["real+wgan vs real", "paper_value"] == "~0.15"
+    assert (mcnemar["unit"] == "participant").all()
 
 
 def test_paired_tests_of_identical_arms_find_no_difference():
     predictions = make_predictions()
     for seed in range(3):
         predictions[("kl5", "real+wgan", seed)] = predictions[("kl5", "real", seed)].copy()
-    table = kl_metrics.paired_tests_table(predictions, bootstrap_resamples=200)
+    table = kl_metrics.paired_tests_table(predictions)
     same = table[table["comparison"] == "real+wgan vs real"]
-    assert (same["p_value"] == 1.0).all()
-    assert (same["accuracy_difference"] == 0).all()
-    assert np.isfinite(same["statistic"]).all()
-    bootstrap = same[same["test"] == "bootstrap_accuracy_difference"].iloc[0]
-    assert (bootstrap["ci_low"], bootstrap["ci_high"]) == (0.0, 0.0)
+    assert (same["difference"] == 0).all()
+    headline = same[same["test"] == "t_over_seeds_and_participants"]
+    assert (headline["p_value"] == 1.0).all()
+    assert (headline["ci_low"] == 0).all() and (headline["ci_high"] == 0).all()
+    mcnemar = same[same["test"] == "clustered_mcnemar"]
+    assert mcnemar["p_value"].isna().all()  # no discordant participant: no test
+    assert mcnemar["note"].str.contains("too few discordant participants").all()
 
 
 def test_paired_tests_need_the_reference_arm_and_its_seeds():
     predictions = make_predictions()
     without_real = {k: v for k, v in predictions.items() if k[1] != "real"}
     with pytest.raises(ValueError, match="reference arm"):
-        kl_metrics.paired_tests_table(without_real, bootstrap_resamples=100)
+        kl_metrics.paired_tests_table(without_real)
     missing_seed = {k: v for k, v in predictions.items() if k != ("kl5", "real+wgan", 2)}
     with pytest.raises(ValueError, match="seeds"):
-        kl_metrics.paired_tests_table(missing_seed, bootstrap_resamples=100)
+        kl_metrics.paired_tests_table(missing_seed)
+
+
+def test_one_seed_gives_no_headline_test():
+    predictions = {k: v for k, v in make_predictions().items() if k[2] == 0}
+    table = kl_metrics.paired_tests_table(predictions)
+    headline = table[table["test"] == "t_over_seeds_and_participants"]
+    assert headline["p_value"].isna().all()
+    assert headline["note"].str.contains("one training seed").all()
 
 
 def test_pooled_confusion_sums_seeds():
@@ -164,7 +190,7 @@ def test_pooled_confusion_sums_seeds():
 
 def test_accuracy_intervals_go_into_the_table():
     predictions = make_predictions()
-    intervals = kl_metrics.accuracy_intervals(predictions, n_resamples=500)
+    intervals = kl_metrics.accuracy_intervals(predictions)
     table = kl_metrics.kl_classification_table(kl_metrics.metrics_per_seed(predictions), intervals)
     accuracy = table[table["metric"] == "accuracy"]
     assert (accuracy["ci_low"] <= accuracy["value"]).all()
@@ -175,9 +201,7 @@ def test_accuracy_intervals_go_into_the_table():
 def test_figures_are_written(tmp_path):
     predictions = make_predictions()
     per_seed = kl_metrics.metrics_per_seed(predictions)
-    table = kl_metrics.kl_classification_table(
-        per_seed, kl_metrics.accuracy_intervals(predictions, n_resamples=200)
-    )
+    table = kl_metrics.kl_classification_table(per_seed, kl_metrics.accuracy_intervals(predictions))
     kl_metrics.plot_confusion_matrices(kl_metrics.pooled_confusion(predictions), tmp_path / "c.png")
     kl_metrics.plot_accuracy(table, per_seed, tmp_path / "a.png")
     for name in ("c.png", "a.png"):

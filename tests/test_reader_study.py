@@ -108,6 +108,10 @@ def test_scores_match_hand_computed_rates_and_p_values(tmp_path):
     assert value("wgan", "reader1", "binomial_p") == pytest.approx(2 * 2517 / 65536)
     # pooled over the two DDPM readers: 3 of 12 detected, 14 of 24 correct
     assert value("ddpm_uncond", "pooled", "detection_rate") == pytest.approx(3 / 12)
+    # its CI treats the kit's 6 synthetic images as the units (two readers rate each)
+    low = value("ddpm_uncond", "pooled", "detection_rate_ci_low")
+    high = value("ddpm_uncond", "pooled", "detection_rate_ci_high")
+    assert low < 3 / 12 < high
     assert value("ddpm_uncond", "pooled", "sensitivity") == pytest.approx(3 / 12)
     assert value("ddpm_uncond", "pooled", "specificity") == pytest.approx(11 / 12)
     assert value("ddpm_uncond", "pooled", "binomial_p") == pytest.approx(

@@ -1,65 +1,75 @@
-"""Classifier two-sample test: DeLong against the direct formula, and the test on easy cases."""
+"""Classifier two-sample test: exact per-fold tests, grouped folds, the test on easy cases."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import mannwhitneyu, wilcoxon
 from sklearn.metrics import roc_auc_score
 
 from kneesynth.realism import (
-    auc_confidence_interval,
+    _auc,
+    _grouped_folds,
+    _rank_sum_test,
+    _signed_rank_test,
     balanced_subsample,
     classifier_two_sample_test,
-    delong_auc,
 )
 
 torch.set_num_threads(1)
 
 
-def delong_direct(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """DeLong et al. (1988) from the placement values, O(m n): the reference for the midrank version."""
-    positive, negative = scores[labels == 1], scores[labels == 0]
-    psi = (positive[:, None] > negative[None, :]) + 0.5 * (positive[:, None] == negative[None, :])
-    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
-    return psi.mean(), v10.var(ddof=1) / len(positive) + v01.var(ddof=1) / len(negative)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_delong_matches_direct_formula_with_ties(seed):
+def test_auc_matches_scikit_learn_with_ties(seed):
     rng = np.random.default_rng(seed)
-    labels = np.r_[np.zeros(17), np.ones(23)].astype(int)
-    scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # rounding makes ties
-    auc, variance = delong_auc(labels, scores)
-    expected_auc, expected_variance = delong_direct(labels, scores)
-    assert auc == pytest.approx(expected_auc, abs=1e-12)
-    assert auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert variance == pytest.approx(expected_variance, rel=1e-10)
+    labels = rng.integers(0, 2, 40)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties
+    assert _auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
 
 
-def test_hand_computed_auc():
-    # synthetic scores 0.9, 0.4; real 0.5, 0.1: pairs won 1+1+0+1 = 3 of 4
-    labels = np.array([1, 1, 0, 0])
-    scores = np.array([0.9, 0.4, 0.5, 0.1])
-    auc, variance = delong_auc(labels, scores)
-    assert auc == pytest.approx(0.75)
-    # V10 = (1, 0.5), V01 = (0.5, 1): var = 0.125/2 + 0.125/2
-    assert variance == pytest.approx(0.125)
-
-
-def test_confidence_interval_and_p_value():
-    low, high, p = auc_confidence_interval(0.5, 0.01)
-    assert low == pytest.approx(0.5 - 1.959964 * 0.1, abs=1e-6) and high == pytest.approx(
-        0.5 + 1.959964 * 0.1, abs=1e-6
+def test_exact_rank_sum_matches_scipy_without_ties_and_enumeration_with_ties():
+    rng = np.random.default_rng(0)
+    synthetic, real = rng.normal(0.5, 1, 7), rng.normal(0, 1, 9)
+    p, smallest = _rank_sum_test(synthetic, real)
+    assert p == pytest.approx(
+        mannwhitneyu(synthetic, real, alternative="greater", method="exact").pvalue
     )
-    assert p == pytest.approx(1.0)
-    low, high, p = auc_confidence_interval(0.99, 0.0004)
-    assert high == 1.0 and p < 1e-6
+    assert smallest == pytest.approx(1 / math.comb(16, 7))
+    # with ties: the share of all 126 splits whose midrank sum is at least the observed one
+    from itertools import combinations
+
+    from scipy.stats import rankdata
+
+    synthetic, real = np.array([1.0, 1, 1, 0.5, 0.2]), np.array([1.0, 0.1, 0.2, 0.3])
+    ranks = rankdata(np.r_[synthetic, real])
+    sums = [ranks[list(c)].sum() for c in combinations(range(9), 5)]
+    expected = np.mean(np.array(sums) >= ranks[:5].sum() - 1e-9)
+    assert _rank_sum_test(synthetic, real)[0] == pytest.approx(expected)
 
 
-def test_delong_needs_two_per_class():
-    with pytest.raises(ValueError, match="at least 2"):
-        delong_auc(np.array([1, 0, 0]), np.array([0.2, 0.1, 0.3]))
+def test_exact_signed_rank_matches_scipy():
+    rng = np.random.default_rng(1)
+    differences = rng.normal(0.3, 1, 10)
+    p, smallest = _signed_rank_test(differences)
+    assert p == pytest.approx(wilcoxon(differences, alternative="greater", method="exact").pvalue)
+    assert smallest == pytest.approx(2.0**-10)
+
+
+def test_folds_keep_units_together_and_hold_both_classes():
+    labels = np.r_[np.zeros(30), np.ones(12)].astype(int)
+    units = np.r_[np.repeat([f"p{i}" for i in range(10)], 3), [f"s{i}" for i in range(12)]]
+    fold = _grouped_folds(labels, units, 3, seed=0)
+    for unit in set(units):
+        assert len(set(fold[units == unit])) == 1
+    for k in range(3):
+        assert set(labels[fold == k]) == {0, 1}
+    pairs = np.r_[[f"t{i}" for i in range(9)], [f"t{i}" for i in range(9)]]
+    paired = _grouped_folds(np.r_[np.zeros(9), np.ones(9)].astype(int), pairs, 3, seed=0)
+    for i in range(9):
+        assert paired[i] == paired[9 + i]  # a target and its reconstruction share a fold
 
 
 def textures(n: int, size: int, noise: float, seed: int) -> np.ndarray:
@@ -77,6 +87,7 @@ def test_c2st_detects_an_obvious_difference():
     )
     assert result.auc > 0.9
     assert result.auc_low > 0.5 and result.p_value < 0.01
+    assert result.p_value == pytest.approx(min(1.0, 4 * min(result.fold_p)))  # Bonferroni
     assert not np.isnan(result.scores).any() and set(result.fold) == {0, 1, 2, 3}
     assert result.auc == pytest.approx(np.mean(result.fold_auc))
     for k, fold_auc in enumerate(result.fold_auc):
@@ -97,7 +108,22 @@ def test_c2st_cannot_separate_same_distribution_and_is_deterministic():
         real, synthetic, folds=4, epochs=3, batch_size=16, channels=4, seed=0
     )
     assert first.auc_low < 0.5 < first.auc_high
+    assert first.p_value > 0.05
     np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_small_paired_c2st_says_it_cannot_reach_alpha():
+    """The demo's study A situation: 12 targets and their reconstructions, 3 folds of 4 pairs:
+    even a perfect separation gives p = 3 / 16 per the exact signed-rank test."""
+    real = textures(12, 16, noise=0.0, seed=1)
+    synthetic = textures(12, 16, noise=0.4, seed=2)
+    result = classifier_two_sample_test(
+        real, synthetic, paired=True, folds=3, epochs=6, batch_size=8, learning_rate=3e-3,
+        channels=4, seed=0,
+    )  # fmt: skip
+    assert math.isnan(result.p_value)
+    assert "too few units per fold" in result.note
+    assert result.test == "signed-rank (paired)"
 
 
 def test_balanced_subsample():
@@ -114,6 +140,8 @@ SETTINGS = {
     "learning_rate": 1e-3,
     "channels": 2,
     "max_images_per_class": 6,
+    "confidence": 0.95,
+    "bootstrap_resamples": 100,
     "held_out_split": "test",
     "seed": 0,
 }
@@ -137,6 +165,7 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
     ]
     value = rows.set_index("metric")["value"]
     assert value["n_real"] == 6 and value["n_synthetic"] == 6 and 0 <= value["c2st_auc"] <= 1
+    assert value["n_real_units"] == 6  # pairs: a target and its reconstruction
 
     real_paths = []
     for i, image in enumerate(textures(10, 24, 0.0, seed=7)):  # real images larger than synthetic
@@ -145,7 +174,7 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
     pd.DataFrame(
         {
             "image": real_paths,
-            "participant": "p",
+            "participant": [f"p{i // 2}" for i in range(10)],
             "side": 1,
             "visit": "V00",
             "kl_grade": 0,
@@ -166,6 +195,7 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
         and value["n_real"] == 6
         and value["n_synthetic"] == 6
     )
+    assert value["n_real_units"] <= 4  # 8 test images of 4 participants (two knees each)
 
 
 def test_sample_without_targets_names_the_file(tmp_path):
@@ -188,7 +218,9 @@ def test_too_few_images_for_the_folds_names_the_file(tmp_path):
         generated=textures(3, 16, 0.1, seed=0),
         target=textures(3, 16, 0.0, seed=1),
     )
-    with pytest.raises(InputError, match="ctm_contour.npz: the C2ST with 2 folds needs at least 4"):
+    with pytest.raises(
+        InputError, match="ctm_contour.npz: the C2ST with 2 folds needs at least 4 real"
+    ):
         study_a_realism([tmp_path / "ctm_contour.npz"], SETTINGS)
-    with pytest.raises(ValueError, match="needs at least 6"):
+    with pytest.raises(ValueError, match="needs at least 6 real and 6 synthetic units"):
         classifier_two_sample_test(textures(5, 16, 0, 0), textures(5, 16, 0, 1), folds=3)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,8 +69,27 @@ def test_number_of_network_evaluations(name, t_start):
 def test_evaluation_counts_match_the_papers():
     sde = VESDE(0.01, 128.0)
     assert get_sampler("pc", sde, steps=500).num_evaluations() == 1000
-    assert get_sampler("pc", sde, steps=500).num_evaluations(0.4) == 400
+    # CSM (SDEdit from t0 = 0.4) runs N steps over [eps, t0] (Algorithm 1 of Mei et al.)
+    assert get_sampler("pc", sde, steps=500).num_evaluations(0.4) == 1000
     assert get_sampler("heun", sde, steps=18).num_evaluations() == 35
+
+
+def test_sdedit_runs_n_steps_from_t0_down_to_eps():
+    sde = VESDE(0.01, 10.0)
+    sampler = get_sampler("pc", sde, steps=7, snr=0.4, corrector_steps=1, eps=1e-5)
+    levels = []
+
+    def score_fn(x, sigma):
+        levels.append(float(sigma[0]))
+        return -x / sigma.view(-1, 1, 1, 1) ** 2
+
+    sampler.sample(score_fn, torch.zeros(2, 1, 4, 4), 0.4, torch.Generator().manual_seed(0))
+    predictor_levels = levels[1::2]  # corrector, then predictor, at every step
+    assert len(predictor_levels) == 7
+    assert predictor_levels[0] == pytest.approx(float(sde.sigma(0.4)), rel=1e-5)
+    assert predictor_levels[-1] == pytest.approx(float(sde.sigma(1e-5)), rel=1e-4)
+    times = [math.log(s / 0.01) / math.log(10.0 / 0.01) for s in predictor_levels]
+    assert np.allclose(np.diff(times), -(0.4 - 1e-5) / 6, atol=1e-6)
 
 
 def test_sdedit_start_level_is_sigma_t0():

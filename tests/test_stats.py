@@ -1,11 +1,15 @@
-"""Paired statistics against small cases computed by hand."""
+"""Inference on the independent unit, against small cases by hand and the libraries' answers."""
 
 import math
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
+from scipy import stats as scipy_stats
+from statsmodels.stats.contingency_tables import mcnemar
 
 from kneesynth import stats
+from kneesynth.stats import Statistic
 
 
 def pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,166 +24,136 @@ def test_mcnemar_table_counts_the_four_cells():
     assert stats.mcnemar_table(a, b).tolist() == [[5, 1], [6, 3]]
 
 
-def test_mcnemar_exact_binomial_by_hand():
-    # b = 1, c = 6: p = 2 * sum_{k<=1} C(7, k) / 2^7 = 2 * 8 / 128 = 0.125
-    a, b = pairs(5, 1, 6, 3)
-    result = stats.mcnemar_test(a, b)
-    expected = 2 * (math.comb(7, 0) + math.comb(7, 1)) / 2**7
-    assert result.p_value == pytest.approx(expected) == pytest.approx(0.125)
-    assert result.statistic == 1
-    assert result.n == 15
-    assert result.difference == pytest.approx((1 - 6) / 15)
-    assert "exact" in result.note
+def test_clustered_mcnemar_with_one_image_per_unit_is_the_exact_mcnemar_test():
+    a, b = pairs(20, 11, 3, 6)
+    result = stats.clustered_mcnemar(a, b, np.arange(a.size))
+    exact = mcnemar(stats.mcnemar_table(a, b), exact=True).pvalue
+    assert result.p_value == pytest.approx(exact)
+    assert result.n_units == a.size and result.unit == "participant"
+    assert result.statistic == pytest.approx((11 - 3) ** 2 / 14)  # Durkalski's X^2
 
 
-def test_mcnemar_exact_p_is_capped_at_one_for_balanced_discordance():
-    # b = c = 3: 2 * P(X <= 3), X ~ Bin(6, 1/2) = 2 * 42/64 > 1 -> 1
-    a, b = pairs(2, 3, 3, 2)
-    assert stats.mcnemar_test(a, b).p_value == 1.0
+def test_clustered_mcnemar_counts_a_participants_images_once():
+    """Eight discordant images of two participants are two units, not eight."""
+    a, b = pairs(10, 8, 0, 2)
+    units = np.array(["p0"] * 10 + ["p1"] * 4 + ["p2"] * 4 + ["p3"] * 2)
+    result = stats.clustered_mcnemar(a, b, units)
+    assert math.isnan(result.p_value)  # two discordant units: the smallest p is 0.5
+    assert "too few discordant participants (2)" in result.note
+    independent = stats.clustered_mcnemar(a, b, np.arange(a.size))
+    assert independent.p_value < 0.01
 
 
-def test_mcnemar_chi_square_with_continuity_correction_by_hand():
-    # b = 10, c = 30 (40 discordant >= 25): (|10 - 30| - 1)^2 / 40 = 9.025, chi2 with 1 df
-    a, b = pairs(50, 10, 30, 10)
-    result = stats.mcnemar_test(a, b)
-    assert result.statistic == pytest.approx(9.025)
-    # chi-square(1) survival function: erfc(sqrt(x / 2))
-    assert result.p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
-    assert "chi-square" in result.note
+def test_clustered_mcnemar_sign_flip_distribution_by_hand():
+    # unit differences +2, +1, -1: +-2 +-1 +-1 gives 4, 2, 2, 0, 0, -2, -2, -4
+    sums, probability = stats.sign_flip_distribution([2, 1, -1])
+    by_sum = dict(zip(sums.tolist(), probability.tolist(), strict=True))
+    assert by_sum[4] == by_sum[-4] == pytest.approx(1 / 8)
+    assert by_sum[2] == by_sum[-2] == pytest.approx(2 / 8)
+    assert by_sum[0] == pytest.approx(2 / 8)
+    assert by_sum[1] == by_sum[3] == 0
+    assert sum(probability) == pytest.approx(1.0)
 
 
-def test_mcnemar_switches_to_chi_square_at_the_threshold():
-    a, b = pairs(0, 10, 14, 0)  # 24 discordant pairs: exact
-    assert "exact" in stats.mcnemar_test(a, b, exact_below=25).note
-    a, b = pairs(0, 10, 15, 0)  # 25: chi-square, (|10 - 15| - 1)^2 / 25 = 0.64
-    result = stats.mcnemar_test(a, b, exact_below=25)
-    assert result.statistic == pytest.approx(0.64)
+def test_clustered_mcnemar_without_discordance_cannot_test():
+    a = np.ones(12, bool)
+    result = stats.clustered_mcnemar(a, a.copy(), np.repeat(np.arange(4), 3))
+    assert math.isnan(result.p_value) and result.difference == 0
 
 
-def test_mcnemar_without_discordant_pairs_has_p_one():
-    a, b = pairs(4, 0, 0, 2)
-    assert stats.mcnemar_test(a, b).p_value == 1.0
+def test_mean_estimate_equals_statsmodels_cluster_robust_ols():
+    rng = np.random.default_rng(0)
+    units = np.repeat(np.arange(6), [3, 5, 4, 7, 2, 6])
+    values = rng.normal(size=units.size) + 0.4 * units
+    estimate = Statistic.mean(values).estimate(units)
+    ols = sm.OLS(values, np.ones_like(values)).fit(cov_type="cluster", cov_kwds={"groups": units})
+    assert estimate.value == pytest.approx(ols.params[0])
+    assert estimate.se == pytest.approx(ols.bse[0])
+    assert estimate.df == pytest.approx(5)
 
 
-def test_mcnemar_rejects_unpaired_data():
-    with pytest.raises(ValueError, match="one shape"):
-        stats.mcnemar_test(np.ones(3, bool), np.ones(4, bool))
+def test_balanced_clusters_give_the_t_test_of_unit_means():
+    rng = np.random.default_rng(1)
+    units = np.repeat(np.arange(5), 8)
+    values = rng.normal(size=units.size) + rng.normal(size=5)[units]
+    result = stats.difference_test(
+        Statistic.mean(values), Statistic.mean(np.zeros_like(values)), units,
+        unit="volume", test="t",
+    )  # fmt: skip
+    means = values.reshape(5, 8).mean(axis=1)
+    expected = scipy_stats.ttest_1samp(means, 0.0)
+    interval = expected.confidence_interval(0.95)
+    assert result.p_value == pytest.approx(expected.pvalue)
+    assert (result.ci_low, result.ci_high) == pytest.approx((interval.low, interval.high))
+    assert result.n == 40 and result.n_units == 5 and result.unit == "volume"
 
 
-def seed_matrix(hits: list[int], n_images: int) -> np.ndarray:
-    """(n_seeds, n_images) bool with the first hits[s] images of seed s correct."""
-    return np.array([[i < h for i in range(n_images)] for h in hits])
+def test_one_unit_gives_no_test():
+    values = np.linspace(0, 1, 12)
+    result = stats.difference_test(
+        Statistic.mean(values), Statistic.mean(values * 0), np.zeros(12), unit="volume", test="t"
+    )
+    assert math.isnan(result.p_value) and math.isnan(result.ci_low)
+    assert "too few units: 1" in result.note
 
 
-def test_paired_t_across_seeds_by_hand():
-    # accuracy differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3)
-    a = seed_matrix([6, 7, 8], 10)
-    b = seed_matrix([5, 5, 5], 10)
-    result = stats.paired_t_across_seeds(a, b)
-    t = 0.2 / (0.1 / math.sqrt(3))
-    assert result.statistic == pytest.approx(t)
-    # Student t with 2 degrees of freedom: two-sided p = 1 - t / sqrt(t^2 + 2)
-    assert result.p_value == pytest.approx(1 - t / math.sqrt(t**2 + 2))
-    assert result.difference == pytest.approx(0.2)
-    assert result.n == 3
+def test_seed_variance_is_added_and_one_seed_cannot_test_when_seeds_are_required():
+    rng = np.random.default_rng(2)
+    units = np.repeat(np.arange(30), 4)
+    shift = np.array([0.3, -0.2, 0.25])[:, None]  # seed-to-seed differences
+    a = rng.random((3, units.size)) < 0.7 + shift * 0.1
+    b = rng.random((3, units.size)) < 0.7
+    difference = Statistic.mean(a) - Statistic.mean(b)
+    with_seeds = difference.estimate(units)
+    assert with_seeds.var_seeds == pytest.approx(np.var(difference.per_seed, ddof=1) / 3)
+    assert with_seeds.se == pytest.approx(math.sqrt(with_seeds.var_units + with_seeds.var_seeds))
+    assert 2 <= with_seeds.df <= 29
+    one = (Statistic.mean(a[:1]) - Statistic.mean(b[:1])).estimate(units, require_seeds=True)
+    assert not one.testable and "one training seed" in one.note
 
 
-def test_paired_t_with_identical_differences_falls_back_to_wilcoxon():
-    a = seed_matrix([7, 7, 7], 10)
-    b = seed_matrix([5, 5, 5], 10)
-    result = stats.paired_t_across_seeds(a, b)
-    # three positive differences: exact two-sided signed-rank p = 2 * (1/2)^3
-    assert result.p_value == pytest.approx(0.25)
-    assert "Wilcoxon" in result.note
-    assert math.isfinite(result.statistic)
+def test_ratio_of_sums_and_its_influence_by_hand():
+    # recall-like: hits 3 of 4 positives in seed 0, 1 of 2 in seed 1
+    numerator = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    denominator = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    statistic = Statistic.ratio_of_sums(numerator, denominator)
+    assert statistic.per_seed.tolist() == [0.75, 0.5]
+    # influence (y - R x) / X, averaged over seeds
+    expected = (
+        (numerator[0] - 0.75 * denominator[0]) / 4 + (numerator[1] - 0.5 * denominator[1]) / 2
+    ) / 2
+    np.testing.assert_allclose(statistic.influence, expected)
 
 
-def test_paired_t_with_no_difference_has_p_one():
-    a = seed_matrix([5, 6, 7], 10)
-    result = stats.paired_t_across_seeds(a, a.copy())
-    assert (result.statistic, result.p_value) == (0.0, 1.0)
+def test_ratio_of_statistics_by_the_delta_method_matches_a_bootstrap():
+    rng = np.random.default_rng(3)
+    units = np.repeat(np.arange(40), 3)
+    synthetic = rng.normal(0.8, 0.1, units.size) + rng.normal(0, 0.05, 40)[units]
+    real = synthetic / 0.85 + rng.normal(0, 0.02, units.size)
+    ratio = (Statistic.mean(synthetic) / Statistic.mean(real)).estimate(units)
+    assert ratio.value == pytest.approx(synthetic.mean() / real.mean())
+    draws = []
+    for _ in range(2000):
+        picked = np.concatenate([np.flatnonzero(units == u) for u in rng.integers(40, size=40)])
+        draws.append(synthetic[picked].mean() / real[picked].mean())
+    assert ratio.se == pytest.approx(np.std(draws), rel=0.15)
 
 
-def test_wilcoxon_across_seeds_by_hand():
-    # differences -0.1, +0.2, +0.3: ranks 1, 2, 3; W = min(W+, W-) = min(5, 1) = 1;
-    # of the 8 equally likely sign patterns, W- <= 1 for 2 (rank sums 0 and 1):
-    # two-sided p = 2 * 2/8 = 0.5
-    a = seed_matrix([4, 7, 8], 10)
-    b = seed_matrix([5, 5, 5], 10)
-    result = stats.wilcoxon_across_seeds(a, b)
-    assert result.statistic == 1
-    assert result.p_value == pytest.approx(0.5)
-
-
-def test_bootstrap_of_a_constant_difference_is_a_point():
-    a = np.ones(20, bool)
-    b = np.zeros(20, bool)
-    result = stats.paired_bootstrap_accuracy_difference(a, b, n_resamples=200, seed=1)
-    assert (result.statistic, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)
-    assert result.p_value == pytest.approx(1 / 201)  # no resample reaches the null
-
-
-def test_bootstrap_of_two_images_by_hand():
-    # per-image differences [1, 0]: resampled means 0, 1/2, 1 with probabilities 1/4, 1/2,
-    # 1/4 -> 95 % percentile interval [0, 1]; |d* - 1/2| >= 1/2 with probability 1/2
-    a = np.array([True, True])
-    b = np.array([False, True])
-    result = stats.paired_bootstrap_accuracy_difference(a, b, n_resamples=20000, seed=0)
-    assert result.statistic == 0.5
-    assert (result.ci_low, result.ci_high) == (0.0, 1.0)
-    assert result.p_value == pytest.approx(0.5, abs=0.02)
-
-
-def test_bootstrap_interval_matches_the_normal_approximation():
-    # 400 images, d = +1 on 60, -1 on 20, 0 elsewhere: mean 0.1, sd of d = sqrt(0.2 - 0.01)
-    d = np.array([1] * 60 + [-1] * 20 + [0] * 320)
-    a, b = d == 1, d == -1
-    result = stats.paired_bootstrap_accuracy_difference(a, b, n_resamples=20000, seed=3)
-    half_width = 1.96 * math.sqrt(0.2 - 0.01) / math.sqrt(400)
-    assert result.statistic == pytest.approx(0.1)
-    assert result.ci_low == pytest.approx(0.1 - half_width, abs=0.006)
-    assert result.ci_high == pytest.approx(0.1 + half_width, abs=0.006)
-    assert result.p_value < 0.001
-
-
-def test_bootstrap_pools_seeds_by_resampling_images_jointly():
-    a = np.array([[1, 1, 0, 0], [1, 0, 1, 0]], bool)
-    b = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], bool)
-    result = stats.paired_bootstrap_accuracy_difference(a, b, n_resamples=500, seed=0)
-    # seed-averaged accuracy difference: ((2 - 1) + (2 - 0)) / 4 / 2 = 0.375
-    assert result.statistic == pytest.approx(0.375)
-    assert result.n == 4
-    again = stats.paired_bootstrap_accuracy_difference(a, b, n_resamples=500, seed=0)
-    assert (again.ci_low, again.ci_high, again.p_value) == (
-        result.ci_low,
-        result.ci_high,
-        result.p_value,
+def test_cluster_bootstrap_interval_resamples_units():
+    values = np.r_[np.zeros(10), np.ones(10)]
+    units = np.repeat([0, 1], 10)
+    low, high = stats.cluster_bootstrap_interval(values, units, n_resamples=500, seed=0)
+    assert low == 0.0 and high == 1.0  # two units: resamples are all-0, mixed or all-1
+    assert stats.cluster_bootstrap_interval(values, np.zeros(20), n_resamples=50) == pytest.approx(
+        (math.nan, math.nan), nan_ok=True
     )
 
 
-def test_bootstrap_accuracy_ci_by_hand():
-    # one seed, 2 images, one right: resampled accuracy 0, 1/2, 1 -> interval [0, 1]
-    accuracy, low, high = stats.bootstrap_accuracy_ci(np.array([True, False]), n_resamples=5000)
-    assert (accuracy, low, high) == (0.5, 0.0, 1.0)
-    # all right on both seeds: a point at 1
-    assert stats.bootstrap_accuracy_ci(np.ones((2, 5), bool), n_resamples=100) == (1.0, 1.0, 1.0)
-    # 400 images, 300 right: 0.75 +- 1.96 sqrt(0.75 * 0.25 / 400)
-    correct = np.arange(400) < 300
-    accuracy, low, high = stats.bootstrap_accuracy_ci(correct, n_resamples=20000, seed=2)
-    half_width = 1.96 * math.sqrt(0.75 * 0.25 / 400)
-    assert accuracy == 0.75
-    assert low == pytest.approx(0.75 - half_width, abs=0.006)
-    assert high == pytest.approx(0.75 + half_width, abs=0.006)
-
-
 def test_holm_by_hand():
-    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
-    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = stats.holm([0.01, 0.04, 0.03])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06])
 
 
 def test_holm_caps_at_one_and_skips_nan():
-    adjusted = stats.holm([0.5, np.nan, 0.6])
-    assert adjusted[0] == pytest.approx(1.0)
-    assert np.isnan(adjusted[1])
-    assert adjusted[2] == pytest.approx(1.0)
-    assert stats.holm([0.02]) == pytest.approx([0.02])
+    adjusted = stats.holm([0.5, float("nan"), 0.6])
+    assert adjusted[0] == pytest.approx(1.0) and math.isnan(adjusted[1])

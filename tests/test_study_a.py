@@ -219,9 +219,14 @@ def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
         ].item()
         == 31.680
     )
+    assert table.set_index("model")["evaluations_per_image"].to_dict() == {
+        "unet": 1,
+        "csm": 5,
+        "ctm": 5,
+    }
     tests = study_a.paired_tests(tmp_path / "metrics.tsv", tmp_path / "paired.tsv")
     assert len(tests) == 18
-    assert (tests["p_adjusted"] >= tests["p_value"]).all()
+    assert tests["p_value"].isna().all()  # one test volume: no test over volumes
     assert {
         "study",
         "comparison",
@@ -230,9 +235,11 @@ def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
         "p_value",
         "p_adjusted",
         "n",
+        "unit",
+        "n_units",
         "metric",
         "condition",
-        "median_difference",
+        "difference",
     } <= set(tests.columns)
     study_a.figure3(samples, tmp_path / "fig3.png", tmp_path / "fig3.pdf")
     assert (tmp_path / "fig3.png").stat().st_size > 1000 and (tmp_path / "fig3.pdf").exists()
@@ -248,29 +255,66 @@ def test_image_metrics_known_values():
     np.testing.assert_allclose(metrics["psnr"], [20.0, 10 * np.log10(16 / 0.25)], rtol=1e-5)
 
 
-def test_paired_tests_detect_a_better_model(tmp_path):
-    rng = np.random.default_rng(0)
+def metrics_table(path, volumes: int, views: int, seed: int = 0):
+    """Per-image MAE/PSNR of the three models under both conditions: CTM 0.01, U-Net 0.02,
+    CSM 0.05, plus a shared per-volume offset (views of a volume are alike)."""
+    rng = np.random.default_rng(seed)
     rows = []
     offsets = {"unet": 0.02, "csm": 0.05, "ctm": 0.01}
+    volume_offset = rng.normal(0, 0.004, volumes)
     for model, offset in offsets.items():
         for condition in study_a.CONDITIONS:
-            for i in range(20):
-                mae = offset + 0.001 * rng.random()
-                rows.append(
-                    {
-                        "model": model,
-                        "condition": condition,
-                        "volume": "v",
-                        "view": i,
-                        "mae": mae,
-                        "psnr": -20 * np.log10(mae),
-                    }
-                )
-    pd.DataFrame(rows).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
-    tests = study_a.paired_tests(tmp_path / "m.tsv", tmp_path / "p.tsv")
+            for v in range(volumes):
+                for i in range(views):
+                    mae = offset + abs(volume_offset[v]) + 0.001 * rng.random()
+                    rows.append(
+                        {
+                            "model": model,
+                            "condition": condition,
+                            "volume": f"v{v}",
+                            "view": i,
+                            "mae": mae,
+                            "psnr": -20 * np.log10(mae),
+                            "evaluations": {"unet": 1, "csm": 200, "ctm": 200}[model],
+                        }
+                    )
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_paired_tests_detect_a_better_model_over_volumes(tmp_path):
+    tests = study_a.paired_tests(metrics_table(tmp_path / "m.tsv", 4, 6), tmp_path / "p.tsv")
+    assert {"unit", "n_units", "n"} <= set(tests.columns)
+    assert (tests["unit"] == "volume").all() and (tests["n_units"] == 4).all()
+    assert (tests["n"] == 24).all()
     ctm_vs_csm = tests[(tests.comparison == "ctm_vs_csm") & (tests.metric == "mae")]
     assert (ctm_vs_csm["p_adjusted"] < 0.01).all()
-    assert (ctm_vs_csm["median_difference"] < 0).all()
+    assert (ctm_vs_csm["difference"] < 0).all() and (ctm_vs_csm["ci_high"] < 0).all()
+    # the cluster bootstrap CI sits beside the t interval (narrower at few volumes)
+    row = ctm_vs_csm.iloc[0]
+    assert row["ci_low"] <= row["bootstrap_ci_low"] <= row["bootstrap_ci_high"] <= row["ci_high"]
+
+
+def test_one_test_volume_gives_no_p_value(tmp_path):
+    """The demo's situation: 12 views of one test volume support no test over volumes."""
+    tests = study_a.paired_tests(metrics_table(tmp_path / "m.tsv", 1, 12), tmp_path / "p.tsv")
+    assert tests["p_value"].isna().all() and tests["p_adjusted"].isna().all()
+    assert tests["note"].str.contains("too few units: 1").all()
+    assert (tests["n_units"] == 1).all() and (tests["n"] == 12).all()
+
+
+def test_table1_has_cis_clustered_by_volume_and_evaluations(tmp_path):
+    table = study_a.table1(metrics_table(tmp_path / "m.tsv", 5, 3), tmp_path / "t.tsv")
+    ctm = table[(table.model == "ctm") & (table.metric == "mae")].iloc[0]
+    assert ctm["n_volumes"] == 5 and ctm["n"] == 15
+    assert ctm["ci_low"] < ctm["mean"] < ctm["ci_high"]
+    assert table.set_index("model")["evaluations_per_image"].to_dict() == {
+        "unet": 1,
+        "csm": 200,
+        "ctm": 200,
+    }
+    one = study_a.table1(metrics_table(tmp_path / "m1.tsv", 1, 12), tmp_path / "t1.tsv")
+    assert one["ci_low"].isna().all()
 
 
 RESUME_SCRIPT = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""Train on synthetic, test on real: Dice, ratios with bootstrap CIs, the CTM sampling hook."""
+"""Train on synthetic, test on real: Dice, ratios with CIs over units, the CTM sampling hook."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from kneesynth.utility import (
     bone_classes,
     classifier_utility,
     dice_per_image,
-    ratio_of_means_ci,
-    sample_train_pairs,
+    ratio_interval,
+    sample_pairs,
     segment,
     segmentation_utility,
-    select_train_images,
+    select_mask_images,
     train_segmenter,
 )
 
@@ -67,7 +67,7 @@ def legs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("utility")
     drr, bone = legs(20, 16, seed=0)
-    split = np.array(["train"] * 12 + ["val"] * 2 + ["test"] * 6)
+    split = np.array(["train"] * 10 + ["val"] * 4 + ["test"] * 6)
     path = root / "dataset.npz"
     save_npz(
         path,
@@ -92,17 +92,26 @@ def test_bone_classes_and_dice_by_hand():
         bone_classes(np.array([1.5]))
 
 
-def test_ratio_of_means_ci():
+def test_ratio_interval_over_units():
+    from kneesynth.stats import Statistic
+
     rng = np.random.default_rng(0)
     real = rng.uniform(0.8, 1.0, 50)
-    ratio, low, high = ratio_of_means_ci(0.85 * real, real, n_resamples=200)
+    units = np.repeat(np.arange(10), 5)
+    ratio, low, high, note = ratio_interval(
+        Statistic.mean(0.85 * real), Statistic.mean(real), units
+    )
     assert (
         ratio == pytest.approx(0.85) and low == pytest.approx(0.85) and high == pytest.approx(0.85)
     )
     synthetic = rng.uniform(0.6, 0.9, 50)
-    ratio, low, high = ratio_of_means_ci(synthetic, real, n_resamples=500, seed=1)
+    ratio, low, high, note = ratio_interval(Statistic.mean(synthetic), Statistic.mean(real), units)
     assert ratio == pytest.approx(synthetic.mean() / real.mean())
-    assert low < ratio < high and high - low < 0.2
+    assert low < ratio < high and high - low < 0.2 and "over 10 units" in note
+    ratio, low, high, note = ratio_interval(
+        Statistic.mean(synthetic), Statistic.mean(real), np.zeros(50)
+    )
+    assert np.isnan(low) and "too few units" in note  # one test volume: no interval
 
 
 def test_segmenter_learns_bone_from_drr():
@@ -128,22 +137,24 @@ def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
     net = build_network("ctm", STUDY_A["network"], 16, seed=0)
     save_weights(weights, net.state_dict(), {"kind": "ctm", "condition": "contour_bone"})
     pairs = tmp_path / "pairs.npz"
-    sample_train_pairs(
-        dataset, weights, pairs, STUDY_A, max_images=8, seed=0, compute={"device": "cpu"}
+    sample_pairs(
+        dataset, weights, pairs, STUDY_A, "val", max_images=None, seed=0, compute={"device": "cpu"}
     )
     sampled = load_npz(pairs)
     data = load_npz(dataset)
-    assert sampled["generated"].shape == (8, 16, 16)
-    assert (data["split"][sampled["index"]] == "train").all()
+    assert sampled["generated"].shape == (4, 16, 16)
+    # masks the CTM never saw: the validation split
+    assert (data["split"][sampled["index"]] == "val").all()
     np.testing.assert_array_equal(sampled["mask"], data["bone"][sampled["index"]])
-    np.testing.assert_array_equal(sampled["index"], select_train_images(data["split"], 8))
+    np.testing.assert_array_equal(sampled["index"], select_mask_images(data["split"], "val", None))
+    assert select_mask_images(data["split"], "train", 3).size == 3
 
     rows, per_image = segmentation_utility(
         dataset,
         pairs,
         dict(SEGMENTER, steps=4),
         seed=0,
-        n_resamples=50,
+        mask_split="val",
         state_root=tmp_path / "state",
     )
     assert not (tmp_path / "state").exists()  # resume state removed once both arms are done
@@ -154,6 +165,19 @@ def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
     )
     assert rows.loc[rows.metric == "dice_ratio", "paper_value"].iloc[0] == "0.80-0.90"
     assert len(per_image) == 6
+    assert values["n_test_volumes"] == 2  # test images 14-19 come from volumes v3 and v4
+    assert values["dice_ratio_ci_low"] <= values["dice_ratio"] <= values["dice_ratio_ci_high"]
+    assert values["n_generated_pairs"] == 4
+    assert 0 <= values["n_generated_flagged_as_copies"] <= 4
+
+    # a "CTM" that returns the training DRRs of the masks is flagged as copying
+    train = np.flatnonzero(data["split"] == "train")[:4]
+    copies = tmp_path / "copies.npz"
+    save_npz(copies, generated=data["drr"][train], mask=data["bone"][train], index=train)
+    rows, _ = segmentation_utility(
+        dataset, copies, dict(SEGMENTER, steps=2), seed=0, mask_split="train"
+    )
+    assert rows.set_index("metric")["value"]["n_generated_flagged_as_copies"] == 4
 
     stale = tmp_path / "stale.npz"
     save_npz(
@@ -163,7 +187,7 @@ def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
         index=sampled["index"],
     )
     with pytest.raises(InputError, match="stale.npz: masks differ"):
-        segmentation_utility(dataset, stale, SEGMENTER, seed=0)
+        segmentation_utility(dataset, stale, SEGMENTER, seed=0, mask_split="val")
 
 
 def predictions(correct: list[int]) -> pd.DataFrame:
@@ -172,6 +196,7 @@ def predictions(correct: list[int]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "image": [f"img{i}" for i in range(len(correct))],
+            "participant": [f"p{i // 2}" for i in range(len(correct))],
             "target": target,
             "prediction": prediction,
         }
@@ -185,21 +210,23 @@ def test_classifier_utility_by_hand():
         ("syn-wgan", 0): predictions([1, 0, 1, 0, 0, 0, 1, 1]),  # 4/8
         ("syn-wgan", 1): predictions([1, 0, 1, 1, 0, 0, 1, 1]),  # 5/8
     }
-    rows = classifier_utility(tables, ["syn-wgan"], n_resamples=100)
+    rows = classifier_utility(tables, ["syn-wgan"])
     value = rows.set_index(["condition", "metric"])["value"]
     assert value[("real", "accuracy")] == pytest.approx(13 / 16)
     assert value[("syn-wgan", "accuracy")] == pytest.approx(9 / 16)
-    assert value[("syn-wgan", "accuracy_ratio")] == pytest.approx(9 / 13)
+    # the mean over seeds of seed s's ratio (seeds paired by index)
+    ratio = (4 / 6 + 5 / 7) / 2
+    assert value[("syn-wgan", "accuracy_ratio")] == pytest.approx(ratio)
     assert (
         value[("syn-wgan", "accuracy_ratio_ci_low")]
-        <= 9 / 13
+        <= ratio
         <= value[("syn-wgan", "accuracy_ratio_ci_high")]
     )
     with pytest.raises(ValueError, match="syn-ddpm_cond"):
         classifier_utility(tables, ["syn-ddpm_cond"])
 
 
-def test_bad_prediction_name_and_pairs_off_the_training_split(dataset, tmp_path):
+def test_bad_prediction_name_and_pairs_off_the_mask_split(dataset, tmp_path):
     from kneesynth.utility import read_kl_predictions
 
     bad = tmp_path / "real" / "run0.tsv"
@@ -211,5 +238,5 @@ def test_bad_prediction_name_and_pairs_off_the_training_split(dataset, tmp_path)
     test = np.flatnonzero(data["split"] == "test")[:2]
     pairs = tmp_path / "pairs.npz"
     save_npz(pairs, generated=data["drr"][test], mask=data["bone"][test], index=test)
-    with pytest.raises(InputError, match="pairs.npz: index does not point at training images"):
-        segmentation_utility(dataset, pairs, SEGMENTER, seed=0)
+    with pytest.raises(InputError, match="pairs.npz: index does not point at val images"):
+        segmentation_utility(dataset, pairs, SEGMENTER, seed=0, mask_split="val")

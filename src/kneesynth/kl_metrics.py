@@ -20,6 +20,7 @@ predicted has precision 0 rather than a warning):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from kneesynth import tables
+from kneesynth import stats, tables
+from kneesynth.stats import Statistic
 
 #: class labels of each classification task (target values)
 TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
@@ -150,40 +152,75 @@ def metrics_per_seed(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> p
     return pd.DataFrame(rows, columns=["task", "arm", "seed", "metric", "value"])
 
 
-def correct_by_arm(
+def _by_task_and_arm(
     predictions: dict[tuple[str, str, int], pd.DataFrame],
-) -> dict[tuple[str, str], np.ndarray]:
-    """(task, arm) -> (n_seeds, n_images) bool correctness, images in the order of the
-    arm's first seed (seeds sorted)."""
+) -> dict[tuple[str, str], dict[int, pd.DataFrame]]:
     grouped: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
     for (task, arm, seed), table in predictions.items():
         grouped.setdefault((task, arm), {})[seed] = table
-    return {
-        key: correct_matrix(tables, tables[min(tables)]["image"].tolist())
-        for key, tables in grouped.items()
-    }
+    return grouped
+
+
+@dataclass(frozen=True)
+class ArmPredictions:
+    """One arm's predictions on the test images, seeds sorted: ``target`` (n,),
+    ``prediction`` (S, n), ``participant`` (n,), in the order of ``images``."""
+
+    images: list[str]
+    participant: np.ndarray
+    target: np.ndarray
+    prediction: np.ndarray
+
+    @staticmethod
+    def of(tables: dict[int, pd.DataFrame], images: Sequence[str]) -> ArmPredictions:
+        ordered = [tables[seed].set_index("image").loc[list(images)] for seed in sorted(tables)]
+        return ArmPredictions(
+            list(images),
+            ordered[0]["participant"].astype(str).to_numpy(),
+            ordered[0]["target"].to_numpy(dtype=np.int64),
+            np.stack([t["prediction"].to_numpy(dtype=np.int64) for t in ordered]),
+        )
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(S, n) bool."""
+        return self.prediction == self.target[None, :]
+
+    def statistic(self, metric: str, task: str) -> Statistic:
+        """``accuracy``, ``oa_positive_recall`` or ``macro_precision`` as a
+        :class:`kneesynth.stats.Statistic` (per seed, with each image's influence)."""
+        if metric == "accuracy":
+            return Statistic.mean(self.correct)
+        if metric == "oa_positive_recall":
+            positive = oa_positive(self.target, task)[None, :]
+            hit = oa_positive(self.prediction, task) & positive
+            return Statistic.ratio_of_sums(hit, np.broadcast_to(positive, hit.shape))
+        if metric == "macro_precision":
+            classes = TASK_CLASSES[task]
+            parts = [
+                Statistic.ratio_of_sums(
+                    (self.prediction == k) & (self.target[None, :] == k), self.prediction == k
+                )
+                for k in classes
+            ]
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+            return total * (1.0 / len(classes))
+        raise ValueError(f"no unit-level statistic for metric {metric!r}")
 
 
 def accuracy_intervals(
     predictions: dict[tuple[str, str, int], pd.DataFrame],
-    n_resamples: int = 10000,
     confidence_level: float = 0.95,
-    seed: int = 0,
 ) -> dict[tuple[str, str], tuple[float, float]]:
-    """(task, arm) -> percentile bootstrap CI of the seed-averaged accuracy (resampling
-    test images jointly across seeds; :func:`kneesynth.stats.bootstrap_accuracy_ci`)."""
-    from kneesynth import stats
-    from kneesynth.seeding import derive_seed
-
+    """(task, arm) -> CI of the seed-averaged accuracy: t interval over test participants
+    and training seeds (:meth:`kneesynth.stats.Statistic.estimate`)."""
     intervals = {}
-    for (task, arm), correct in correct_by_arm(predictions).items():
-        _, low, high = stats.bootstrap_accuracy_ci(
-            correct,
-            n_resamples=n_resamples,
-            confidence_level=confidence_level,
-            seed=derive_seed(seed, "accuracy_ci", task, arm),
-        )
-        intervals[(task, arm)] = (low, high)
+    for (task, arm), by_seed in _by_task_and_arm(predictions).items():
+        arm_predictions = ArmPredictions.of(by_seed, by_seed[min(by_seed)]["image"].tolist())
+        estimate = arm_predictions.statistic("accuracy", task).estimate(arm_predictions.participant)
+        intervals[(task, arm)] = estimate.interval(confidence_level)
     return intervals
 
 
@@ -263,62 +300,52 @@ def pooled_confusion(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> p
 PAIRED_TEST_COLUMNS = [
     *tables.PAIRED_TEST_COLUMNS,
     "task",
+    "metric",
+    "difference",
     "ci_low",
     "ci_high",
+    "df",
     "paper_value",
     "note",
     "seed",
-    "accuracy_difference",
 ]
 
-
-def correct_matrix(predictions: dict[int, pd.DataFrame], images: Sequence[str]) -> np.ndarray:
-    """(n_seeds, n_images) bool: whether each seed's prediction of each image is right.
-
-    predictions: seed -> prediction table; images: the image order (the reference arm's).
-    Seeds are taken in sorted order.
-    """
-    rows = []
-    for seed in sorted(predictions):
-        table = predictions[seed].set_index("image").loc[list(images)]
-        rows.append(table["prediction"].to_numpy() == table["target"].to_numpy())
-    return np.stack(rows).astype(bool)
+#: the metrics whose arm-vs-real difference is tested over seeds and participants
+TESTED_METRICS = ("accuracy", "oa_positive_recall", "macro_precision")
 
 
 def paired_tests_table(
     predictions: dict[tuple[str, str, int], pd.DataFrame],
     reference: str = "real",
-    mcnemar_exact_below: int = 25,
-    bootstrap_resamples: int = 10000,
     confidence_level: float = 0.95,
-    bootstrap_seed: int = 0,
     study: str = "B",
 ) -> pd.DataFrame:
-    """Paired tests of every augmented arm (``real+<generator>``) against ``reference``.
+    """Tests of every augmented arm (``real+<generator>``) against ``reference`` on the same
+    test images.
 
     predictions: (task, arm, seed) -> prediction table; every arm must have the reference's
-    seeds and test images (checked by :func:`kneesynth.classify.read_predictions`).
-    Per (task, arm): McNemar per seed (exact binomial below ``mcnemar_exact_below``
-    discordant pairs), a paired t-test and a Wilcoxon signed-rank test of the per-seed
-    accuracies, and a paired bootstrap CI (and p) of the seed-averaged accuracy difference
-    resampling test images jointly across seeds. Holm's correction runs within each
-    (task, test) family, i.e. over the augmented arms (and seeds for McNemar).
-    Returns the columns :data:`PAIRED_TEST_COLUMNS`.
-    """
-    from kneesynth import stats
-    from kneesynth.seeding import derive_seed
+    seeds and test images (checked by :func:`kneesynth.classify.read_predictions`). Per
+    (task, arm):
 
+    - the headline, per metric of :data:`TESTED_METRICS`: the seed-averaged difference arm -
+      reference, t-tested with a variance that adds the test set's (cluster-robust over
+      participants: a participant's knees and visits are not independent) and the training
+      seeds' (the per-seed differences' variance / S), Welch-Satterthwaite df (unit
+      ``participant and seed``; fewer than 2 seeds: no test). Bouthillier et al. (MLSys 2021)
+      on seed variance;
+    - per seed, the clustered McNemar test (Durkalski et al. 2003, exact sign-flip over
+      participants), a secondary test of that seed's pair of models.
+
+    Holm's correction runs within each (task, test, metric) family, i.e. over the augmented
+    arms (and their seeds for McNemar). Returns the columns :data:`PAIRED_TEST_COLUMNS`.
+    """
     rows: list[dict] = []
-    tasks = list(dict.fromkeys(task for task, _, _ in predictions))
-    for task in tasks:
-        by_arm: dict[str, dict[int, pd.DataFrame]] = {}
-        for (t, arm, seed), table in predictions.items():
-            if t == task:
-                by_arm.setdefault(arm, {})[seed] = table
+    for task in dict.fromkeys(task for task, _, _ in predictions):
+        by_arm = {arm: t for (k, arm), t in _by_task_and_arm(predictions).items() if k == task}
         if reference not in by_arm:
             raise ValueError(f"task {task}: no predictions of the reference arm {reference!r}")
         images = by_arm[reference][min(by_arm[reference])]["image"].tolist()
-        correct_reference = correct_matrix(by_arm[reference], images)
+        base = ArmPredictions.of(by_arm[reference], images)
         seeds = sorted(by_arm[reference])
         for arm in by_arm:
             if not arm.startswith("real+"):
@@ -328,37 +355,25 @@ def paired_tests_table(
                     f"task {task}: arm {arm} has seeds {sorted(by_arm[arm])}, "
                     f"reference {reference} has {seeds}"
                 )
-            correct_arm = correct_matrix(by_arm[arm], images)
+            candidate = ArmPredictions.of(by_arm[arm], images)
             comparison = f"{arm} vs {reference}"
             paper_p = PAPER_P_VALUE.get(arm, "")
-            results: list[tuple[str, stats.TestResult]] = []
+            results: list[tuple[str, str, stats.TestResult]] = []
+            for metric in TESTED_METRICS:
+                result = stats.difference_test(
+                    candidate.statistic(metric, task), base.statistic(metric, task),
+                    base.participant, unit="participant", test="t_over_seeds_and_participants",
+                    confidence=confidence_level, require_seeds=True,
+                )  # fmt: skip
+                results.append(("all", metric, result))
             for i, seed in enumerate(seeds):
-                results.append(
-                    (
-                        str(seed),
-                        stats.mcnemar_test(
-                            correct_arm[i], correct_reference[i], exact_below=mcnemar_exact_below
-                        ),
-                    )
+                result = stats.clustered_mcnemar(
+                    candidate.correct[i], base.correct[i], base.participant
                 )
-            if len(seeds) >= 2:
-                results.append(("all", stats.paired_t_across_seeds(correct_arm, correct_reference)))
-                results.append(("all", stats.wilcoxon_across_seeds(correct_arm, correct_reference)))
-            results.append(
-                (
-                    "all",
-                    stats.paired_bootstrap_accuracy_difference(
-                        correct_arm,
-                        correct_reference,
-                        n_resamples=bootstrap_resamples,
-                        confidence_level=confidence_level,
-                        seed=derive_seed(bootstrap_seed, "bootstrap", task, arm),
-                    ),
-                )
-            )
-            for seed_label, result in results:
+                results.append((str(seed), "accuracy", result))
+            for seed_label, metric, result in results:
                 note = result.note
-                if paper_p:
+                if paper_p and metric == "accuracy":
                     note = (note + "; " if note else "") + (
                         "abstract: p-value of the accuracy gain, test and task not stated"
                     )
@@ -371,17 +386,21 @@ def paired_tests_table(
                         "p_value": result.p_value,
                         "p_adjusted": np.nan,
                         "n": result.n,
+                        "unit": result.unit,
+                        "n_units": result.n_units,
                         "task": task,
+                        "metric": metric,
+                        "difference": result.difference,
                         "ci_low": result.ci_low,
                         "ci_high": result.ci_high,
-                        "paper_value": paper_p,
+                        "df": result.df,
+                        "paper_value": paper_p if metric == "accuracy" else "",
                         "note": note,
                         "seed": seed_label,
-                        "accuracy_difference": result.difference,
                     }
                 )
     table = pd.DataFrame(rows, columns=PAIRED_TEST_COLUMNS)
-    for _, index in table.groupby(["task", "test"], sort=False).groups.items():
+    for _, index in table.groupby(["task", "test", "metric"], sort=False).groups.items():
         table.loc[index, "p_adjusted"] = stats.holm(table.loc[index, "p_value"].to_numpy())
     return table
 
@@ -451,9 +470,9 @@ def plot_confusion_matrices(confusion: pd.DataFrame, path, arms: Sequence[str] |
 
 
 def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
-    """Accuracy per arm: bar = mean over seeds, whisker = bootstrap 95 % CI over test
-    images, dots = single seeds, star = the abstract's accuracy (task not stated), one
-    panel per task. table: :func:`kl_classification_table`; per_seed: :func:`metrics_per_seed`.
+    """Accuracy per arm: bar = mean over seeds, whisker = 95 % t interval over test
+    participants and seeds, dots = single seeds, star = the abstract's accuracy (task not
+    stated), one panel per task. table: :func:`kl_classification_table`; per_seed: :func:`metrics_per_seed`.
     """
     import matplotlib
 
@@ -479,7 +498,7 @@ def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
             fmt="none",
             ecolor="black",
             capsize=4,
-            label="95 % bootstrap CI",
+            label="95 % CI (participants, seeds)",
         )
         seeds = per_seed[(per_seed["task"] == task) & (per_seed["metric"] == "accuracy")]
         for i, arm in enumerate(rows["model"]):

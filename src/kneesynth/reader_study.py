@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from kneesynth.errors import InputError
+from kneesynth.stats import Statistic
 
 logger = logging.getLogger(__name__)
 
@@ -323,11 +324,19 @@ def score_reader_study(
             )
     pooled_counts = {}
     for generator, answer_sets in per_generator.items():
-        scores = reader_scores(pd.concat(answer_sets, ignore_index=True))
+        pooled = pd.concat(answer_sets, ignore_index=True)
+        scores = reader_scores(pooled)
         pooled_counts[generator] = (
             int(scores["n_detected"]),
             int(scores["n_synthetic"] - scores["n_detected"]),
         )
+        # every reader sees the same kit: the image is the unit of the detection rate's CI
+        synthetic = pooled[(pooled["truth"] == "synthetic") & pooled["answer"].notna()]
+        estimate = Statistic.mean((synthetic["answer"] == "synthetic").to_numpy(float)).estimate(
+            synthetic["image_id"].astype(str).to_numpy()
+        ) if len(synthetic) else None  # fmt: skip
+        low, high = estimate.interval() if estimate is not None else (float("nan"),) * 2
+        scores["detection_rate_ci_low"], scores["detection_rate_ci_high"] = low, high
         for metric, value in scores.items():
             paper_value = (
                 paper.get(generator, float("nan")) if metric == "detection_rate" else float("nan")
@@ -335,6 +344,8 @@ def score_reader_study(
             note = (
                 f"pooled over {len(answer_sets)} reader(s); paper: 3 readers (2 radiologists, 1 orthopaedic surgeon)"
                 if metric == "detection_rate"
+                else "95 % t interval over the kit's synthetic images (readers rate the same images)"
+                if metric.startswith("detection_rate_ci")
                 else ""
             )
             rows.append(
@@ -351,9 +362,12 @@ def score_reader_study(
     for first, second in itertools.combinations(sorted(pooled_counts), 2):
         table = [list(pooled_counts[first]), list(pooled_counts[second])]
         result = fisher_exact(table)
-        paper_note = ""
+        paper_note = (
+            "answers of all readers pooled as if independent (readers rate the same images): "
+            "indicative only, the scorecard compares the detection rates' CIs"
+        )
         if first in paper and second in paper:
-            paper_note = f"paper detection rates {first} {100 * paper[first]:.1f} % vs {second} {100 * paper[second]:.1f} % (no test given)"
+            paper_note += f"; paper detection rates {first} {100 * paper[first]:.1f} % vs {second} {100 * paper[second]:.1f} % (no test given)"
         for metric, value in (("fisher_odds_ratio", result.statistic), ("fisher_p", result.pvalue)):
             rows.append(
                 {

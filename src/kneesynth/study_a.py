@@ -9,8 +9,9 @@ Steps, each called by one workflow script:
 3. :func:`sample_test_images` - generates every test image of one model under one condition:
    CSM by SDEdit from the mask at t0, CTM from sigma_max z with the mask at every step, the
    U-Net in one pass.
-4. :func:`evaluate_samples` (MAE, PSNR per image), :func:`table1` (mean, std beside the
-   paper's Table I), :func:`paired_tests` (Wilcoxon signed-rank, Holm), :func:`figure3`.
+4. :func:`evaluate_samples` (MAE, PSNR per image), :func:`table1` (mean, std and the CI clustered by
+   volume beside the paper's Table I), :func:`paired_tests` (t over test volumes, Holm),
+   :func:`figure3`.
 
 Conditions: ``contour`` (soft tissue 0.5, background 0) and ``contour_bone`` (bone 1, soft
 tissue 0.5, background 0; the segmentation file's ``bone`` map). Images are in [0, 1].
@@ -508,19 +509,38 @@ def _read_metrics(metrics_tsv):
     return read_tsv(metrics_tsv, required=["model", "condition", "volume", "view", "mae", "psnr"])
 
 
-def table1(metrics_tsv: str | os.PathLike[str], output: str | os.PathLike[str]):
-    """Table I: mean and std (ddof 1) per model x condition x metric beside the paper's."""
+def _subset(metrics, metrics_tsv, model: str, condition: str):
+    subset = metrics[(metrics["model"] == model) & (metrics["condition"] == condition)]
+    if subset.empty:
+        raise InputError(metrics_tsv, f"no rows for {model} under {condition}")
+    return subset
+
+
+def table1(
+    metrics_tsv: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    confidence: float = 0.95,
+):
+    """Table I: mean and std (ddof 1, over images) per model x condition x metric beside the
+    paper's, the 95 % CI of the mean clustered by test volume (t over volumes; empty with one
+    test volume), and the network evaluations per image of the model's sampler."""
     import pandas as pd
+
+    from kneesynth.stats import Statistic
 
     metrics = _read_metrics(metrics_tsv)
     rows = []
     for model in MODELS:
         for condition in CONDITIONS:
-            subset = metrics[(metrics["model"] == model) & (metrics["condition"] == condition)]
-            if subset.empty:
-                raise InputError(metrics_tsv, f"no rows for {model} under {condition}")
+            subset = _subset(metrics, metrics_tsv, model, condition)
+            volumes = subset["volume"].astype(str).to_numpy()
+            evaluations = (
+                int(subset["evaluations"].iloc[0]) if "evaluations" in subset else float("nan")
+            )
             for metric in ("mae", "psnr"):
                 values = subset[metric].to_numpy(dtype=float)
+                estimate = Statistic.mean(values).estimate(volumes)
+                low, high = estimate.interval(confidence)
                 paper_mean, paper_std = PAPER_TABLE1[(model, condition, metric)]
                 mean = float(values.mean())
                 rows.append(
@@ -532,10 +552,20 @@ def table1(metrics_tsv: str | os.PathLike[str], output: str | os.PathLike[str]):
                         "mean": mean,
                         "std": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
                         "n": int(values.size),
+                        "n_volumes": estimate.n_units,
+                        "ci_low": low,
+                        "ci_high": high,
                         "value": mean,
                         "paper_value": paper_mean,
                         "paper_std": paper_std,
+                        "evaluations_per_image": evaluations,
                         "unit": "dB" if metric == "psnr" else "intensity (range 1)",
+                        "note": (
+                            f"{100 * confidence:g} % CI of the mean, t over {estimate.n_units} "
+                            "test volumes"
+                            if estimate.testable
+                            else estimate.note
+                        ),
                     }
                 )
     table = pd.DataFrame(rows)
@@ -543,67 +573,89 @@ def table1(metrics_tsv: str | os.PathLike[str], output: str | os.PathLike[str]):
     return table
 
 
-def _wilcoxon(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import wilcoxon
+#: the study A comparisons: (first, second, condition of first, condition of second)
+COMPARISONS = [
+    (first, second, condition, condition)
+    for condition in CONDITIONS
+    for first, second in (("ctm", "unet"), ("ctm", "csm"), ("unet", "csm"))
+] + [(model, model, "contour", "contour_bone") for model in MODELS]
 
-    if np.all(a - b == 0):
-        return 0.0, 1.0
-    result = wilcoxon(a, b, zero_method="wilcox")
-    return float(result.statistic), float(result.pvalue)
 
+def paired_tests(
+    metrics_tsv: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    confidence: float = 0.95,
+    bootstrap_resamples: int = 2000,
+    seed: int = 0,
+):
+    """Model comparisons over test volumes, Holm-adjusted together.
 
-def paired_tests(metrics_tsv: str | os.PathLike[str], output: str | os.PathLike[str]):
-    """Paired Wilcoxon signed-rank tests over the same test images, Holm-adjusted together.
-
-    Per metric: CTM vs U-Net, CTM vs CSM, U-Net vs CSM under each condition; contour vs
-    contour_bone for each model. ``median_difference`` is the median of first - second.
+    The unit is the test volume: the views of one volume share its anatomy, so images are
+    not independent. Per metric and comparison (CTM vs U-Net, CTM vs CSM, U-Net vs CSM under
+    each condition; contour vs contour + bone for each model), the mean paired difference
+    first - second over the same test images is tested by a t-test over volumes (the
+    cluster-robust variance of :class:`kneesynth.stats.Statistic`: with equal views per
+    volume, the one-sample t-test of the per-volume mean differences, V - 1 df), with its t
+    interval (``ci_low``, ``ci_high``) and, beside it, a percentile cluster bootstrap by
+    volume (``bootstrap_ci_low``, ``bootstrap_ci_high``; too narrow at a few volumes). With
+    one test volume no test is possible: ``p_value`` is empty and the note says why. Each
+    model is one trained network, so the tests generalise over test volumes, not over
+    training runs.
     """
     import pandas as pd
 
-    from kneesynth.stats import holm
+    from kneesynth.seeding import derive_seed
+    from kneesynth.stats import Statistic, cluster_bootstrap_interval, difference_test, holm
 
     metrics = _read_metrics(metrics_tsv)
     key = ["volume", "view"]
-
-    def values(model, condition, metric):
-        subset = metrics[(metrics["model"] == model) & (metrics["condition"] == condition)]
-        if subset.empty:
-            raise InputError(metrics_tsv, f"no rows for {model} under {condition}")
-        return subset.set_index(key)[metric]
-
     rows = []
-    comparisons = [
-        (first, second, condition, condition)
-        for condition in CONDITIONS
-        for first, second in (("ctm", "unet"), ("ctm", "csm"), ("unet", "csm"))
-    ] + [(model, model, "contour", "contour_bone") for model in MODELS]
     for metric in ("mae", "psnr"):
-        for first, second, condition_a, condition_b in comparisons:
-            a, b = values(first, condition_a, metric), values(second, condition_b, metric)
+        for first, second, condition_a, condition_b in COMPARISONS:
+            a = _subset(metrics, metrics_tsv, first, condition_a).set_index(key)[metric]
+            b = _subset(metrics, metrics_tsv, second, condition_b).set_index(key)[metric]
             a, b = a.align(b, join="inner")
             if a.size < 2:
                 raise InputError(metrics_tsv, "fewer than 2 test images shared by a comparison")
-            statistic, p_value = _wilcoxon(a.to_numpy(float), b.to_numpy(float))
+            volumes = a.index.get_level_values("volume").astype(str).to_numpy()
             same_condition = condition_a == condition_b
+            comparison = (
+                f"{first}_vs_{second}" if same_condition else f"{first}:contour_vs_contour_bone"
+            )
+            result = difference_test(
+                Statistic.mean(a.to_numpy(float)), Statistic.mean(b.to_numpy(float)), volumes,
+                unit="volume", test="t_over_volumes", confidence=confidence,
+            )  # fmt: skip
+            boot_low, boot_high = cluster_bootstrap_interval(
+                a.to_numpy(float) - b.to_numpy(float), volumes, confidence=confidence,
+                n_resamples=bootstrap_resamples, seed=derive_seed(seed, comparison, metric),
+            )  # fmt: skip
             rows.append(
                 {
                     "study": "A",
-                    "comparison": f"{first}_vs_{second}"
-                    if same_condition
-                    else f"{first}:contour_vs_contour_bone",
-                    "test": "wilcoxon_signed_rank",
-                    "statistic": statistic,
-                    "p_value": p_value,
-                    "n": int(a.size),
+                    "comparison": comparison,
+                    "test": result.test,
+                    "statistic": result.statistic,
+                    "p_value": result.p_value,
+                    "n": result.n,
+                    "unit": result.unit,
+                    "n_units": result.n_units,
                     "metric": metric,
                     "condition": condition_a if same_condition else "contour_vs_contour_bone",
                     "model": f"{first}_vs_{second}" if same_condition else first,
-                    "median_difference": float(np.median(a.to_numpy(float) - b.to_numpy(float))),
+                    "difference": result.difference,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "bootstrap_ci_low": boot_low,
+                    "bootstrap_ci_high": boot_high,
+                    "df": result.df,
+                    "note": result.note,
                 }
             )
     table = pd.DataFrame(rows)
     table.insert(5, "p_adjusted", holm(table["p_value"].to_numpy()))
-    table["correction"] = f"holm over the {len(table)} study A tests"
+    tested = int(table["p_value"].notna().sum())
+    table["correction"] = f"holm over the {tested} testable study A tests"
     write_tsv(output, table)
     return table
 

@@ -9,7 +9,19 @@ import pandas as pd
 
 from kneesynth.io import read_tsv
 
-PAIRED_TEST_COLUMNS = ["study", "comparison", "test", "statistic", "p_value", "p_adjusted", "n"]
+#: every inferential row names its unit (volume, participant, seed) and how many there were;
+#: ``n`` counts images. An empty p_value means the units could not support a test (``note``).
+PAIRED_TEST_COLUMNS = [
+    "study",
+    "comparison",
+    "test",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "n",
+    "unit",
+    "n_units",
+]
 
 
 def join_paired_tests(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:

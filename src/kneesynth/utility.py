@@ -4,16 +4,21 @@ Akbar et al. trained segmentation networks on synthetic brain MR images and on r
 found Dice scores of the synthetic-trained networks at 80-90 % of the real-trained ones. Here:
 
 - **Bone segmentation (study A).** The trained CTM (condition contour + bone) generates a DRR
-  for each training bone mask; a MONAI U-Net learns DRR -> bone mask (3 classes: background,
-  soft tissue, bone = the mask values 0, 0.5, 1) once from these (generated DRR, mask) pairs
-  and once from the real (DRR, mask) pairs of the same training images, with the same seed
-  and steps. Both are tested on the real test DRRs: Dice per image (MONAI ``DiceMetric``,
-  foreground classes, mean over soft tissue and bone) and the ratio of mean Dice synthetic /
-  real with a paired bootstrap CI over test images (``scipy.stats.bootstrap``).
+  for each bone mask of the validation volumes (``checks.utility.mask_split``), masks it never
+  saw in training: a CTM that copied its training DRRs would otherwise hand the segmenter
+  real images and win. A MONAI U-Net learns DRR -> bone mask (3 classes: background, soft
+  tissue, bone = the mask values 0, 0.5, 1) once from these (generated DRR, mask) pairs and
+  once from the real (DRR, mask) pairs of the same masks, with the same seed and steps. Both
+  are tested on the real test DRRs: Dice per image (MONAI ``DiceMetric``, foreground classes,
+  mean over soft tissue and bone) and the ratio of mean Dice synthetic / real, with a t
+  interval over test volumes (delta method; none with one test volume). Every generated
+  DRR also goes through the memorisation check against the CTM's training DRRs
+  (:func:`kneesynth.memorization.memorization_check`, calibrated on the test DRRs) and the
+  table says how many were flagged.
 - **KL grading (study B).** The KL classifier trained on synthetic images only (arm
   ``syn-<generator>``) vs on real images only (arm ``real``), both tested on the real test
-  split (the classifiers stage's predictions): accuracy ratio (mean over seeds) with a paired
-  bootstrap CI over test images.
+  split (the classifiers stage's predictions): accuracy ratio (mean over seeds) with a t
+  interval over test participants and training seeds (delta method).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 from kneesynth.seeding import derive_seed
+from kneesynth.stats import Statistic
 
 logger = logging.getLogger(__name__)
 
@@ -47,24 +53,25 @@ BONE_CLASSES = 3  # background 0, soft tissue 0.5, bone 1
 # --------------------------------------------------------------------------------------------
 
 
-def select_train_images(split: np.ndarray, max_images: int | None) -> np.ndarray:
-    """Indices of the training images to use: all, or ``max_images`` spread evenly."""
-    index = np.flatnonzero(np.asarray(split) == "train")
+def select_mask_images(split: np.ndarray, mask_split: str, max_images: int | None) -> np.ndarray:
+    """Indices of the ``mask_split`` images to use: all, or ``max_images`` spread evenly."""
+    index = np.flatnonzero(np.asarray(split) == mask_split)
     if max_images and index.size > max_images:
         index = index[np.linspace(0, index.size - 1, int(max_images)).round().astype(int)]
     return index
 
 
-def sample_train_pairs(
+def sample_pairs(
     dataset_path: str | os.PathLike[str],
     weights: str | os.PathLike[str],
     output: str | os.PathLike[str],
     study_a: Mapping[str, Any],
+    mask_split: str,
     max_images: int | None,
     seed: int,
     compute: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Generate one DRR per training bone mask with the trained CTM (contour + bone).
+    """Generate one DRR per bone mask of ``mask_split`` with the trained CTM (contour + bone).
 
     Uses study A's own loader and sampler (:func:`kneesynth.study_a.load_network`,
     :func:`kneesynth.study_a.generate`, the ``study_a`` config section for the network and
@@ -75,9 +82,9 @@ def sample_train_pairs(
     from kneesynth.study_a import condition_key, generate, load_dataset, load_network
 
     data = load_dataset(dataset_path)
-    index = select_train_images(data["split"], max_images)
+    index = select_mask_images(data["split"], mask_split, max_images)
     if index.size == 0:
-        raise InputError(dataset_path, "no training images")
+        raise InputError(dataset_path, f"no {mask_split} images to generate training pairs from")
     device = compute_lib.device_for(compute)
     net = load_network("ctm", weights, study_a, device)
     masks = torch.from_numpy(data[condition_key("contour_bone")][index])[:, None]
@@ -86,7 +93,7 @@ def sample_train_pairs(
         net,
         masks,
         study_a,
-        derive_seed(seed, "utility", "ctm_train"),
+        derive_seed(seed, "utility", "ctm", mask_split),
         device=device,
         compute=compute,
     )
@@ -97,10 +104,15 @@ def sample_train_pairs(
         index=index.astype(np.int64),
         volume=data["volume"][index],
         view=data["view"][index],
+        mask_split=np.array(mask_split),
         evaluations=np.array(evaluations),
     )
     logger.info(
-        "CTM: %d training masks -> %s (%d evaluations per image)", index.size, output, evaluations
+        "CTM: %d %s masks -> %s (%d evaluations per image)",
+        index.size,
+        mask_split,
+        output,
+        evaluations,
     )
     return {"images": int(index.size), "evaluations": int(evaluations)}
 
@@ -230,37 +242,23 @@ def dice_per_image(
     return metric(y_pred, y).numpy().astype(np.float64)
 
 
-def ratio_of_means_ci(
-    numerator: np.ndarray,
-    denominator: np.ndarray,
-    *,
-    confidence: float = 0.95,
-    n_resamples: int = 1000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """mean(numerator) / mean(denominator) and its paired bootstrap percentile CI.
-
-    ``numerator``, ``denominator``: (n,) per test image (the same images in both), resampled
-    together (``scipy.stats.bootstrap``, ``paired=True``). Returns (ratio, low, high).
-    """
-    from scipy.stats import bootstrap
-
-    numerator = np.asarray(numerator, dtype=np.float64)
-    denominator = np.asarray(denominator, dtype=np.float64)
-    if numerator.shape != denominator.shape or numerator.ndim != 1:
-        raise ValueError("numerator and denominator must be (n,) arrays of one length")
-    ratio = float(numerator.mean() / denominator.mean())
-    if len(numerator) < 2:
-        return ratio, float("nan"), float("nan")
-
-    def statistic(a, b, axis=-1):
-        return np.mean(a, axis=axis) / np.mean(b, axis=axis)
-
-    result = bootstrap(
-        (numerator, denominator), statistic, paired=True, vectorized=True, confidence_level=confidence,
-        n_resamples=int(n_resamples), method="percentile", rng=np.random.default_rng(seed),
-    )  # fmt: skip
-    return ratio, float(result.confidence_interval.low), float(result.confidence_interval.high)
+def ratio_interval(
+    numerator: Statistic, denominator: Statistic, units, confidence: float = 0.95
+) -> tuple[float, float, float, str]:
+    """numerator / denominator (seed-averaged) with its t interval over ``units`` (and seeds):
+    the delta method of :class:`kneesynth.stats.Statistic`. Returns (ratio, low, high, note);
+    NaN bounds (and the reason in the note) when the units cannot support an interval."""
+    estimate = (numerator / denominator).estimate(units)
+    low, high = estimate.interval(confidence)
+    if estimate.testable:
+        seeds = f" x {estimate.n_seeds} seeds" if estimate.n_seeds > 1 else ""
+        note = (
+            f"{100 * confidence:g} % t interval (delta method) over {estimate.n_units} "
+            f"units{seeds}, df {estimate.df:.3g}"
+        )
+    else:
+        note = estimate.note
+    return estimate.value, low, high, note
 
 
 def _row(
@@ -289,13 +287,17 @@ def segmentation_utility(
     segmenter: Mapping[str, Any],
     seed: int,
     *,
+    mask_split: str = "val",
+    memorization: Mapping[str, Any] | None = None,
     confidence: float = 0.95,
-    n_resamples: int = 1000,
     device: torch.device | str = "cpu",
     state_root: str | os.PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Bone segmenters trained on CTM pairs vs real pairs of the same training masks, tested
-    on the real test DRRs. Returns (rows of utility.tsv, per-image Dice table)."""
+    """Bone segmenters trained on CTM pairs vs real pairs of the same ``mask_split`` masks,
+    tested on the real test DRRs; the generated DRRs checked for copies of the CTM's training
+    DRRs (``memorization``: the ``checks.memorization`` settings). Returns (rows of
+    utility.tsv, per-image Dice table)."""
+    from kneesynth.memorization import memorization_check
     from kneesynth.study_a import load_dataset
 
     data = load_dataset(dataset_path)
@@ -307,10 +309,10 @@ def segmentation_utility(
     if (
         index.size == 0
         or index.max() >= len(data["split"])
-        or not np.all(data["split"][index] == "train")
+        or not np.all(data["split"][index] == mask_split)
     ):
         raise InputError(
-            synthetic_pairs_path, f"index does not point at training images of {dataset_path}"
+            synthetic_pairs_path, f"index does not point at {mask_split} images of {dataset_path}"
         )
     if not np.array_equal(pairs["mask"], data["bone"][index]):
         raise InputError(
@@ -318,6 +320,7 @@ def segmentation_utility(
             f"masks differ from the bone masks of {dataset_path} (stale samples?)",
         )
     test = np.flatnonzero(data["split"] == "test")
+    train = np.flatnonzero(data["split"] == "train")
     if test.size == 0:
         raise InputError(dataset_path, "no test images")
     truth = bone_classes(data["bone"][test])
@@ -344,23 +347,35 @@ def segmentation_utility(
         )
     if state_root is not None:  # both segmenters done: their resume state is no longer needed
         shutil.rmtree(state_root, ignore_errors=True)
+    memorization = dict(memorization or {})
+    copies = memorization_check(
+        pairs["generated"], data["drr"][train], data["drr"][test],
+        quantile=float(memorization.get("quantile", 0.99)),
+        memory_budget_mb=float(memorization.get("memory_budget_mb", 256)), device=device,
+    )  # fmt: skip
+    volumes = data["volume"][test].astype(str)
     mean_dice = {arm: values.mean(axis=1) for arm, values in dice.items()}
-    ratio, low, high = ratio_of_means_ci(
-        mean_dice["synthetic"],
-        mean_dice["real"],
-        confidence=confidence,
-        n_resamples=n_resamples,
-        seed=derive_seed(seed, "bootstrap"),
-    )
-    bone_ratio, bone_low, bone_high = ratio_of_means_ci(
-        dice["synthetic"][:, 1],
-        dice["real"][:, 1],
-        confidence=confidence,
-        n_resamples=n_resamples,
-        seed=derive_seed(seed, "bootstrap"),
-    )
+    ratio, low, high, ratio_note = ratio_interval(
+        Statistic.mean(mean_dice["synthetic"]), Statistic.mean(mean_dice["real"]), volumes,
+        confidence,
+    )  # fmt: skip
+    bone_ratio, bone_low, bone_high, _ = ratio_interval(
+        Statistic.mean(dice["synthetic"][:, 1]), Statistic.mean(dice["real"][:, 1]), volumes,
+        confidence,
+    )  # fmt: skip
     model, condition = "bone_segmenter_unet", "ctm_contour_bone"
-    note_train = f"trained on {index.size} training masks, tested on {test.size} real test DRRs"
+    note_train = (
+        f"trained on {index.size} {mask_split} masks (never seen by the CTM) "
+        f"and tested on {test.size} real test DRRs of {len(set(volumes))} volume(s)"
+        if mask_split != "train"
+        else f"trained on {index.size} of the CTM's own training masks, "
+        f"tested on {test.size} real test DRRs"
+    )
+    flagged_note = (
+        f"generated training DRRs whose max correlation with the CTM's {train.size} training "
+        f"DRRs exceeds the {copies.quantile:g} quantile of the test DRRs' "
+        f"({copies.correlation_threshold:.4f})"
+    )
     rows = [
         _row("A", model, condition, "dice_real_trained", mean_dice["real"].mean(), note=note_train),
         _row(
@@ -374,38 +389,25 @@ def segmentation_utility(
         _row("A", model, condition, "dice_bone_real_trained", dice["real"][:, 1].mean()),
         _row("A", model, condition, "dice_bone_synthetic_trained", dice["synthetic"][:, 1].mean()),
         _row("A", model, condition, "dice_ratio", ratio, "0.80-0.90", PAPER_DICE_NOTE),
-        _row(
-            "A",
-            model,
-            condition,
-            "dice_ratio_ci_low",
-            low,
-            note=f"{100 * confidence:g} % paired bootstrap (percentile, {n_resamples} resamples over test images)",
-        ),
-        _row(
-            "A",
-            model,
-            condition,
-            "dice_ratio_ci_high",
-            high,
-            note=f"{100 * confidence:g} % paired bootstrap (percentile, {n_resamples} resamples over test images)",
-        ),
+        _row("A", model, condition, "dice_ratio_ci_low", low, note=ratio_note),
+        _row("A", model, condition, "dice_ratio_ci_high", high, note=ratio_note),
         _row("A", model, condition, "dice_bone_ratio", bone_ratio, "0.80-0.90", PAPER_DICE_NOTE),
         _row("A", model, condition, "dice_bone_ratio_ci_low", bone_low),
         _row("A", model, condition, "dice_bone_ratio_ci_high", bone_high),
+        _row("A", model, condition, "n_test_volumes", float(len(set(volumes)))),
+        _row("A", model, condition, "n_generated_pairs", float(index.size), note=note_train),
         _row(
             "A",
             model,
             condition,
-            "ratio_within_paper_range",
-            float(PAPER_DICE_RATIO[0] <= ratio <= PAPER_DICE_RATIO[1]),
-            "1",
-            "1 if the Dice ratio lies in 0.80-0.90",
-        ),
+            "n_generated_flagged_as_copies",
+            float(np.sum(copies.flagged)),
+            note=flagged_note,
+        ),  # fmt: skip
     ]
     per_image = pd.DataFrame(
         {
-            "volume": data["volume"][test].astype(str),
+            "volume": volumes,
             "view": data["view"][test].astype(int),
             **{
                 f"dice_{part}_{arm}": dice[arm][:, k]
@@ -422,15 +424,6 @@ def segmentation_utility(
 # --------------------------------------------------------------------------------------------
 
 
-def accuracy_per_image(table: pd.DataFrame) -> pd.Series:
-    """1.0 where prediction == target, indexed by image."""
-    return (
-        (table["prediction"].astype(int) == table["target"].astype(int))
-        .astype(float)
-        .set_axis(table["image"].astype(str))
-    )
-
-
 def classifier_utility(
     predictions: Mapping[tuple[str, int], pd.DataFrame],
     synthetic_arms: Sequence[str],
@@ -438,45 +431,47 @@ def classifier_utility(
     task: str = "kl5",
     real_arm: str = "real",
     confidence: float = 0.95,
-    n_resamples: int = 1000,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy of KL classifiers trained on synthetic images only vs real images only.
 
-    ``predictions``: (arm, seed) -> prediction table (``image, target, prediction``) on the
-    real test split. Per synthetic arm: accuracy (mean over seeds) of both arms and their ratio
-    with a paired bootstrap CI over test images (per-image correctness averaged over seeds).
+    ``predictions``: (arm, seed) -> prediction table (``image, participant, target,
+    prediction``) on the real test split. Per synthetic arm: accuracy (mean over seeds) of both
+    arms and their ratio (the mean over seeds of seed s's ratio, seeds paired by index) with a
+    t interval over test participants and seeds (delta method).
     """
-    real_keys = sorted(k for k in predictions if k[0] == real_arm)
-    if not real_keys:
+    from kneesynth.kl_metrics import ArmPredictions
+
+    def arm_predictions(arm: str) -> ArmPredictions:
+        tables = {seed: table for (name, seed), table in predictions.items() if name == arm}
+        if not tables:
+            raise ValueError(f"no predictions of arm {arm!r}")
+        return ArmPredictions.of(tables, images)
+
+    real_tables = {seed: t for (name, seed), t in predictions.items() if name == real_arm}
+    if not real_tables:
         raise ValueError(f"no predictions of the {real_arm!r} arm")
-    real_correct = pd.concat([accuracy_per_image(predictions[k]) for k in real_keys], axis=1).mean(
-        axis=1
-    )
+    images = real_tables[min(real_tables)]["image"].astype(str).tolist()
+    real = arm_predictions(real_arm)
+    real_accuracy = real.statistic("accuracy", task)
     rows = [
         _row(
             "B",
             f"kl_classifier_{task}",
             real_arm,
             "accuracy",
-            real_correct.mean(),
-            note=f"mean over {len(real_keys)} seed(s)",
+            real_accuracy.value,
+            note=f"mean over {real_accuracy.per_seed.size} seed(s)",
         )
     ]
     for arm in synthetic_arms:
-        keys = sorted(k for k in predictions if k[0] == arm)
-        if not keys:
-            raise ValueError(f"no predictions of arm {arm!r}")
-        correct = pd.concat([accuracy_per_image(predictions[k]) for k in keys], axis=1).mean(axis=1)
-        correct = correct.reindex(real_correct.index)
-        if correct.isna().any():
-            raise ValueError(f"arm {arm!r} was tested on other images than arm {real_arm!r}")
-        ratio, low, high = ratio_of_means_ci(
-            correct.to_numpy(),
-            real_correct.to_numpy(),
-            confidence=confidence,
-            n_resamples=n_resamples,
-            seed=derive_seed(seed, "bootstrap", arm),
+        try:
+            accuracy = arm_predictions(arm).statistic("accuracy", task)
+        except KeyError:
+            raise ValueError(
+                f"arm {arm!r} was tested on other images than arm {real_arm!r}"
+            ) from None
+        ratio, low, high, note_ci = ratio_interval(
+            accuracy, real_accuracy, real.participant, confidence
         )
         generator = arm.removeprefix("syn-")
         note = "accuracy(trained on synthetic only) / accuracy(trained on real only), same real test split"
@@ -486,8 +481,8 @@ def classifier_utility(
                 f"kl_classifier_{task}",
                 arm,
                 "accuracy",
-                correct.mean(),
-                note=f"mean over {len(keys)} seed(s)",
+                accuracy.value,
+                note=f"mean over {accuracy.per_seed.size} seed(s)",
             ),
             _row(
                 "B",
@@ -498,22 +493,8 @@ def classifier_utility(
                 "",
                 f"{note}; the papers give no value for {generator}",
             ),
-            _row(
-                "B",
-                f"kl_classifier_{task}",
-                arm,
-                "accuracy_ratio_ci_low",
-                low,
-                note=f"{100 * confidence:g} % paired bootstrap over test images",
-            ),
-            _row(
-                "B",
-                f"kl_classifier_{task}",
-                arm,
-                "accuracy_ratio_ci_high",
-                high,
-                note=f"{100 * confidence:g} % paired bootstrap over test images",
-            ),
+            _row("B", f"kl_classifier_{task}", arm, "accuracy_ratio_ci_low", low, note=note_ci),
+            _row("B", f"kl_classifier_{task}", arm, "accuracy_ratio_ci_high", high, note=note_ci),
         ]
     return pd.DataFrame(rows)
 
@@ -554,8 +535,9 @@ def utility_table(
         synthetic_pairs_path,
         utility["segmenter"],
         seed,
+        mask_split=utility["mask_split"],
+        memorization=checks["memorization"],
         confidence=float(utility["confidence"]),
-        n_resamples=int(utility["bootstrap_resamples"]),
         device=device,
         state_root=state_root,
     )
@@ -566,8 +548,6 @@ def utility_table(
             list(utility["kl_arms"]),
             task=utility["kl_task"],
             confidence=float(utility["confidence"]),
-            n_resamples=int(utility["bootstrap_resamples"]),
-            seed=seed,
         )
         rows = pd.concat([rows, kl_rows], ignore_index=True)
     else:

@@ -139,7 +139,6 @@ rule classifier_stats:
         arms=CLASSIFIERS_CONFIG["arms"],
         seeds=CLASSIFIERS_CONFIG["seeds"],
         statistics=CLASSIFIERS_CONFIG["statistics"],
-        seed=config["seed"],
     script:
         "../scripts/classifier_stats.py"
 

@@ -159,6 +159,9 @@ rule table1:
         "logs/table1/table1.log",
     conda:
         "../../envs/kneesynth.yaml"
+    params:
+        statistics=config["study_a"]["statistics"],
+        seed=config["study_a"]["seed"],
     script:
         "../scripts/study_a_table1.py"
 

@@ -53,7 +53,6 @@ rule scorecard:
         reader_study="results/tables/reader_study.tsv",
         utility="results/tables/utility.tsv",
         memorization="results/tables/memorization.tsv",
-        paper_config="config/paper.yaml",
     output:
         tsv=report(
             "results/tables/scorecard.tsv",

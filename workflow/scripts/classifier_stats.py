@@ -26,24 +26,13 @@ def main(snakemake):
     paths = [paths] if isinstance(paths, str) else list(paths)
     predictions = read_predictions(dict(zip(keys, paths, strict=True)))
     per_seed = metrics_per_seed(predictions)
-    intervals = accuracy_intervals(
-        predictions,
-        n_resamples=statistics["bootstrap_resamples"],
-        confidence_level=statistics["confidence_level"],
-        seed=snakemake.params.seed,
-    )
+    intervals = accuracy_intervals(predictions, statistics["confidence_level"])
     write_tsv(snakemake.output.per_seed, per_seed)
     write_tsv(snakemake.output.confusion, pooled_confusion(predictions))
     write_tsv(snakemake.output.table, kl_classification_table(per_seed, intervals))
     write_tsv(
         snakemake.output.paired_tests,
-        paired_tests_table(
-            predictions,
-            mcnemar_exact_below=statistics["mcnemar_exact_below"],
-            bootstrap_resamples=statistics["bootstrap_resamples"],
-            confidence_level=statistics["confidence_level"],
-            bootstrap_seed=snakemake.params.seed,
-        ),
+        paired_tests_table(predictions, confidence_level=statistics["confidence_level"]),
     )
 
 

@@ -1,17 +1,18 @@
-import yaml
+"""Rule scorecard: every claim and setting of the papers beside ours (kneesynth.scorecard)."""
+
+import logging
 
 from kneesynth.io import write_tsv
-from kneesynth.scorecard import TABLES, build_scorecard, write_scorecard_html
+from kneesynth.scorecard import TABLES, build_scorecard, headline_text, write_scorecard_html
 from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    with open(snakemake.input.paper_config) as handle:
-        paper_config = yaml.safe_load(handle)
-    tables = {name: snakemake.input[name] for name in TABLES}
-    scorecard = build_scorecard(tables, snakemake.params.config, paper_config)
+    tables = {name: getattr(snakemake.input, name, None) for name in TABLES}
+    scorecard = build_scorecard(tables, snakemake.params.config)
     write_tsv(snakemake.output.tsv, scorecard)
     write_scorecard_html(snakemake.output.html, scorecard)
+    logging.getLogger("kneesynth.scorecard").info("scorecard: %s", headline_text(scorecard))
 
 
 run_script(main, snakemake)

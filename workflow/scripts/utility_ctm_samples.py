@@ -1,19 +1,21 @@
-"""Rule utility_ctm_samples: the study A CTM (contour + bone) generates a DRR for every
-training bone mask: the synthetic pairs of the train-on-synthetic utility check."""
+"""Rule utility_ctm_samples: the study A CTM (contour + bone) generates a DRR for every bone
+mask of checks.utility.mask_split (validation masks it never saw): the synthetic pairs of the
+train-on-synthetic utility check."""
 
 from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.utility import sample_train_pairs
+    from kneesynth.utility import sample_pairs
 
     checks = snakemake.params.checks
-    sample_train_pairs(
+    sample_pairs(
         snakemake.input.dataset,
         snakemake.input.weights,
         snakemake.output[0],
         snakemake.params.study_a,
-        checks["utility"]["max_train_images"],
+        checks["utility"]["mask_split"],
+        checks["utility"]["max_images"],
         int(checks["seed"]),
         snakemake.params.compute,
     )
