@@ -257,12 +257,14 @@ def c2st_data(rng, participants: int, synthetic: int, shift: float, dim: int = 8
     return features, labels, units
 
 
-def c2st_p(features, labels, units, seed) -> float:
+def c2st(features, labels, units, seed):
     scorer = centroid_scorer(features)
     scorer.labels = labels
-    return cross_fitted_test(
-        labels, units, scorer, folds=3, seed=seed, bootstrap_resamples=100
-    ).p_value
+    return cross_fitted_test(labels, units, scorer, folds=3, seed=seed, bootstrap_resamples=100)
+
+
+def c2st_p(features, labels, units, seed) -> float:
+    return c2st(features, labels, units, seed).p_value
 
 
 @pytest.mark.parametrize(
@@ -270,10 +272,15 @@ def c2st_p(features, labels, units, seed) -> float:
 )
 def test_c2st_holds_alpha_with_participant_clusters(participants, synthetic):
     rng = np.random.default_rng(10)
-    p_values = [c2st_p(*c2st_data(rng, participants, synthetic, 0.0), seed=i) for i in range(200)]
-    rate = rejection_rate(p_values)
-    print(f"C2ST, {participants} participants vs {synthetic}: false-positive rate {rate:.3f}")
+    results = [c2st(*c2st_data(rng, participants, synthetic, 0.0), seed=i) for i in range(200)]
+    rate = rejection_rate([r.p_value for r in results])
+    coverage = np.mean([r.auc_low <= 0.5 <= r.auc_high for r in results])
+    print(
+        f"C2ST, {participants} participants vs {synthetic}: false-positive rate {rate:.3f}, "
+        f"AUC CI holds 0.5 in {coverage:.3f}"
+    )
     assert rate <= MAX_FALSE_POSITIVE_RATE
+    assert coverage >= 1 - MAX_FALSE_POSITIVE_RATE
 
 
 def test_c2st_power_with_a_planted_shift():

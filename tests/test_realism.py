@@ -58,6 +58,15 @@ def test_exact_signed_rank_matches_scipy():
     assert smallest == pytest.approx(2.0**-10)
 
 
+def test_auc_bound_interval_is_the_wilson_interval_of_the_smaller_class():
+    from kneesynth.realism import auc_bound_interval
+
+    low, high = auc_bound_interval(1.0, 8)
+    assert high == 1.0 and low == pytest.approx(8 / (8 + 1.959964**2), rel=1e-4)
+    low, high = auc_bound_interval(0.5, 1000)
+    assert low == pytest.approx(0.5 - 1.96 * 0.5 / math.sqrt(1000), abs=2e-3)
+
+
 def test_folds_keep_units_together_and_hold_both_classes():
     labels = np.r_[np.zeros(30), np.ones(12)].astype(int)
     units = np.r_[np.repeat([f"p{i}" for i in range(10)], 3), [f"s{i}" for i in range(12)]]
@@ -123,6 +132,7 @@ def test_small_paired_c2st_says_it_cannot_reach_alpha():
     )  # fmt: skip
     assert math.isnan(result.p_value)
     assert "too few units per fold" in result.note
+    assert result.auc_high <= 1 and result.auc_low < 0.9  # 12 pairs: no CI of [1, 1]
     assert result.test == "signed-rank (paired)"
 
 

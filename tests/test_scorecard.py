@@ -339,6 +339,12 @@ def test_a_setting_is_yes_only_when_this_run_used_it(tmp_path):
     )
     assert claim(card, "detector rows")["reproduced"] == "yes"
     assert claim(card, "SICAS leg CT volumes")["reproduced"] == "needs the real data"
+    # the demo's study_a.steps replaces the epochs it would otherwise train for
+    card = build_scorecard({}, {"study_a": {"epochs": 300, "steps": 120}})
+    epochs = claim(card, "training epochs (at most)")
+    assert epochs["reproduced"] == "setting differs" and "steps" in epochs["why"]
+    card = build_scorecard({}, {"study_a": {"epochs": 300, "steps": None}})
+    assert claim(card, "training epochs (at most)")["reproduced"] == "yes"
 
 
 def test_the_paper_config_uses_every_paper_setting():
@@ -379,4 +385,5 @@ def test_html_scorecard_holds_every_claim_and_the_headline(tmp_path):
     assert "<th" in page and "reproduced" in page
     assert scorecard.headline_text(card) in page
     for text in card["claim"]:
-        assert text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;") in page
+        escaped = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+        assert escaped.replace("'", "&#39;") in page

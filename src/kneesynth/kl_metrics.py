@@ -220,7 +220,7 @@ def accuracy_intervals(
     for (task, arm), by_seed in _by_task_and_arm(predictions).items():
         arm_predictions = ArmPredictions.of(by_seed, by_seed[min(by_seed)]["image"].tolist())
         estimate = arm_predictions.statistic("accuracy", task).estimate(arm_predictions.participant)
-        intervals[(task, arm)] = estimate.interval(confidence_level)
+        intervals[(task, arm)] = estimate.interval(confidence_level, bounds=(0.0, 1.0))
     return intervals
 
 

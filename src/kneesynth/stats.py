@@ -81,12 +81,15 @@ class Estimate:
     def testable(self) -> bool:
         return math.isfinite(self.se) and math.isfinite(self.df) and self.df > 0
 
-    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
-        """Two-sided t interval ``value +- t_{df} se``; (NaN, NaN) when not testable."""
+    def interval(
+        self, confidence: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+    ) -> tuple[float, float]:
+        """Two-sided t interval ``value +- t_{df} se``, cut to the statistic's range
+        ``bounds`` (an accuracy lies in [0, 1]); (NaN, NaN) when not testable."""
         if not self.testable:
             return float("nan"), float("nan")
         half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, self.df)) * self.se
-        return self.value - half, self.value + half
+        return max(bounds[0], self.value - half), min(bounds[1], self.value + half)
 
     def t_statistic(self, null: float = 0.0) -> float:
         if not self.testable:

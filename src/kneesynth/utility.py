@@ -24,6 +24,7 @@ found Dice scores of the synthetic-trained networks at 80-90 % of the real-train
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -249,7 +250,7 @@ def ratio_interval(
     the delta method of :class:`kneesynth.stats.Statistic`. Returns (ratio, low, high, note);
     NaN bounds (and the reason in the note) when the units cannot support an interval."""
     estimate = (numerator / denominator).estimate(units)
-    low, high = estimate.interval(confidence)
+    low, high = estimate.interval(confidence, bounds=(0.0, math.inf))
     if estimate.testable:
         seeds = f" x {estimate.n_seeds} seeds" if estimate.n_seeds > 1 else ""
         note = (
