@@ -237,13 +237,24 @@ ERROR_IN_RULE = re.compile(r"^Error in rule (?P<rule>[\w.-]+):")
 LOG_LINE = re.compile(r"^\s+log: (?P<logs>.+?)(?: \(check log file\(s\) for error details\))?$")
 
 
-def failed_jobs(snakemake_log: str | os.PathLike[str] | None) -> list[tuple[str, str]]:
-    """(rule, its log file(s)) of every failed job in Snakemake's own log of the run."""
-    if not snakemake_log or not Path(snakemake_log).is_file():
+LogFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
+def _log_files(snakemake_log: LogFiles) -> list[Path]:
+    """Snakemake hands its handlers one log path or a list of them (version 9)."""
+    if not snakemake_log:
         return []
+    if isinstance(snakemake_log, (str, os.PathLike)):
+        snakemake_log = [snakemake_log]
+    return [Path(path) for path in snakemake_log if Path(path).is_file()]
+
+
+def failed_jobs(snakemake_log: LogFiles) -> list[tuple[str, str]]:
+    """(rule, its log file(s)) of every failed job in Snakemake's own log of the run."""
     failed: list[tuple[str, str]] = []
     rule = None
-    for line in Path(snakemake_log).read_text(errors="replace").splitlines():
+    text = "\n".join(path.read_text(errors="replace") for path in _log_files(snakemake_log))
+    for line in text.splitlines():
         match = ERROR_IN_RULE.match(line)
         if match:
             rule = match.group("rule")
@@ -258,15 +269,15 @@ def failed_jobs(snakemake_log: str | os.PathLike[str] | None) -> list[tuple[str,
     return list(dict.fromkeys(failed))
 
 
-def failure_summary(snakemake_log: str | os.PathLike[str] | None = None) -> list[str]:
+def failure_summary(snakemake_log: LogFiles = None) -> list[str]:
     """Which jobs failed, where their logs are, and what to type next."""
     failed = failed_jobs(snakemake_log)
     lines = ["", "kneesynth: the run stopped before the end."]
     if failed:
         lines.append(f"  failed: {len(failed)} job(s); read their logs:")
         lines += [f"    {rule}: {logs or '(no log file)'}" for rule, logs in failed]
-    if snakemake_log:
-        lines.append(f"  Snakemake's log of this run: {snakemake_log}")
+    for path in _log_files(snakemake_log):
+        lines.append(f"  Snakemake's log of this run: {path}")
     lines += [
         "next: fix the cause, then type the same command again: finished steps are kept,",
         "  training resumes from its last checkpoint (results/state/), half-written outputs",
