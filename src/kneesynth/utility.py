@@ -89,6 +89,7 @@ def sample_train_pairs(
         derive_seed(seed, "utility", "ctm_train"),
         device=device,
         compute=compute,
+        name="sampling ctm/contour_bone (training masks, utility)",
     )
     save_npz(
         output,
