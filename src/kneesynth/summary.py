@@ -206,7 +206,7 @@ def run_summary(
     lines += [
         f"  scorecard: {scorecard}  ({headline(rows)})",
         *(
-            f"             {study}: {headline([r for r in rows if r['study'] == study])}"
+            f"             study {study}: {headline([r for r in rows if r['study'] == study])}"
             for study in studies(rows)
         ),
         f"  tables:    {results / 'tables'}/  ({_count_files(results / 'tables', ('.tsv',))})",
@@ -214,17 +214,18 @@ def run_summary(
         f"({_count_files(results / 'figures', ('.png', '.pdf'))})",
     ]
     if (results / "reader_kit").is_dir():
-        lines.append(f"  reader kit: {results / 'reader_kit'}/  (blinded sets; keys apart)")
+        lines.append(
+            f"  kits:      {results / 'reader_kit'}/  (blinded reader-study sets; keys apart)"
+        )
     report_fresh = report.exists() and report.stat().st_mtime >= scorecard.stat().st_mtime
     if report_fresh:
         lines.append(f"  report:    {report}")
-    lines += [
-        "  logs:      logs/<rule>/, timings in benchmarks/<rule>/",
-        "next:",
-        "  kneesynth scorecard                      the claims: what reproduced, what did not, why",
-    ]
+    lines += ["  logs:      logs/<rule>/, timings in benchmarks/<rule>/", "next:"]
+    commands = [("kneesynth scorecard", "the claims: what reproduced, what did not, why")]
     if not report_fresh:
-        lines.append(f"  snakemake --report {report}  the HTML report: figures, tables, captions")
+        commands.append((f"snakemake --report {report}", "the HTML report: figures, tables"))
+    width = max(len(command) for command, _ in commands)
+    lines += [f"  {command:<{width}}  {what}" for command, what in commands]
     if not uses_real_data(config):
         lines.append(
             "(demo: tiny networks trained for seconds on phantoms; they show that every stage "
