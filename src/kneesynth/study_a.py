@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from kneesynth import compute as compute_lib
 from kneesynth.errors import InputError
 from kneesynth.io import atomic_path, load_npz, read_tsv, save_npz, write_tsv
+from kneesynth.progress import ProgressLog
 from kneesynth.score.losses import dsm_loss, l1_loss
 from kneesynth.score.ncsnpp import build_ncsnpp
 from kneesynth.score.sampling import CountingScoreFn, get_sampler, initial_sample
@@ -338,12 +339,12 @@ def select_test_images(data: Mapping[str, np.ndarray], max_images: int | None) -
     return index
 
 
-def make_sampler(params: Mapping[str, Any], sde: VESDE, progress: bool = True):
+def make_sampler(params: Mapping[str, Any], sde: VESDE):
     """The sampler named in ``params['sampler']['name']`` with its settings."""
     sampler_params = params["sampler"]
     name = sampler_params["name"]
     options = dict(sampler_params.get(name) or {})
-    return get_sampler(name, sde, eps=float(sampler_params["eps"]), progress=progress, **options)
+    return get_sampler(name, sde, eps=float(sampler_params["eps"]), **options)
 
 
 def generate(
@@ -355,17 +356,28 @@ def generate(
     sampler=None,
     device: torch.device | str = "cpu",
     compute: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Generate DRRs (n, 1, H, W) for masks (n, 1, H, W); returns (images, evaluations/image).
 
     csm: SDEdit from the mask at t0; ctm: from the prior with the mask at every step;
     unet: one forward pass. Batches of ``params['sample_batch_size']``, batch b seeded by
-    derive_seed(seed, b). Output is not clipped.
+    derive_seed(seed, b). Output is not clipped. ``name`` (``sampling ctm/contour``) titles
+    the progress lines: network evaluations done, rate and ETA.
     """
     device = torch.device(device)
     sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
     sampler = sampler or make_sampler(params, sde)
     batch_size = int(params["sample_batch_size"])
+    n_batches = -(-masks.shape[0] // batch_size)
+    if kind == "unet":
+        progress = ProgressLog(name or "sampling unet", n_batches, "batch", log=logger)
+    else:
+        t_first = float(params["t0"]) if kind == "csm" else 1.0
+        per_batch = sampler.num_evaluations(t_first)
+        progress = ProgressLog(
+            name or f"sampling {kind}", n_batches * per_batch, "evaluation", log=logger
+        )
     outputs, evaluations = [], 1
     for batch, start in enumerate(range(0, masks.shape[0], batch_size)):
         mask = masks[start : start + batch_size].to(device)
@@ -374,6 +386,7 @@ def generate(
             if kind == "unet":
                 with compute_lib.autocast(device, compute):
                     outputs.append(net(mask).float().cpu())
+                progress.advance()
                 continue
             autocast = (lambda: compute_lib.autocast(device, compute)) if compute else None
             if kind == "csm":
@@ -381,11 +394,11 @@ def generate(
                 x = initial_sample(
                     sde, mask.shape, generator, start=mask, t_start=t_start, device=device
                 )
-                score_fn = CountingScoreFn(net, None, autocast)
+                score_fn = CountingScoreFn(net, None, autocast, progress)
             elif kind == "ctm":
                 t_start = 1.0
                 x = initial_sample(sde, mask.shape, generator, t_start=t_start, device=device)
-                score_fn = CountingScoreFn(net, mask, autocast)
+                score_fn = CountingScoreFn(net, mask, autocast, progress)
             else:
                 raise ValueError(f"unknown study A model {kind!r}")
             outputs.append(sampler.sample(score_fn, x, t_start, generator).cpu())
@@ -418,7 +431,14 @@ def sample_test_images(
     seed = derive_seed(int(params["seed"]), "study_a", "sample", kind, condition)
     sampler_name = "unet" if kind == "unet" else params["sampler"]["name"]
     generated, evaluations = generate(
-        kind, net, masks, params, seed, device=device, compute=compute
+        kind,
+        net,
+        masks,
+        params,
+        seed,
+        device=device,
+        compute=compute,
+        name=f"sampling {kind}/{condition}",
     )
     save_npz(
         output,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from PIL import Image
 
 from kneesynth.errors import InputError
 from kneesynth.io import atomic_path, write_tsv
+from kneesynth.oai import staged_directory
 from kneesynth.oai_generators import KL_GRADES, grade_counts
+from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -172,43 +175,71 @@ def write_synthetic_set(
     manifest_path: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Write ``images`` (n, H, W) uint8, drawn as listed in ``plan`` (kl_grade, index, seed), as
-    ``out_dir/png/*.png`` and ``out_dir/dicom/*.dcm`` and the manifest (last, atomically).
+    ``out_dir/png/*.png``, ``out_dir/dicom/*.dcm`` and ``out_dir/manifest.tsv``.
 
-    Returns the manifest: image (PNG path), kl_grade, generator, seed, dicom (path).
+    The set is written into a hidden staging folder beside ``out_dir`` and moved into place in
+    one rename, so ``out_dir`` is complete or absent: a killed job leaves no partial folder (and
+    the staging folders of killed jobs are removed by the next run). The manifest names the
+    final paths. ``manifest_path`` elsewhere than ``out_dir/manifest.tsv`` is written after the
+    move. Returns the manifest: image (PNG path), kl_grade, generator, seed, dicom (path).
     """
     out_dir = Path(out_dir)
     if len(images) != len(plan):
         raise ValueError(f"{len(images)} images for a plan of {len(plan)}")
-    (out_dir / "png").mkdir(parents=True, exist_ok=True)
-    (out_dir / "dicom").mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
     study_uid = _uid(generator, "study")
     series_uid = _uid(generator, "series")
     rows = []
-    for number, (image, row) in enumerate(
-        zip(images, plan.itertuples(index=False), strict=True), 1
-    ):
-        stem = f"{generator}_kl{int(row.kl_grade)}_{int(row.index):05d}"
-        png = out_dir / "png" / f"{stem}.png"
-        dcm = out_dir / "dicom" / f"{stem}.dcm"
-        write_png(png, image)
-        write_dicom(
-            dcm,
-            synthetic_dicom(
-                image, generator, int(row.kl_grade), int(row.seed), number, study_uid, series_uid
-            ),
-        )
-        rows.append(
-            {
-                "image": str(png),
-                "kl_grade": int(row.kl_grade),
-                "generator": generator,
-                "seed": int(row.seed),
-                "dicom": str(dcm),
-            }
-        )
-    manifest = pd.DataFrame(rows, columns=list(SAMPLE_MANIFEST_COLUMNS))
-    write_tsv(manifest_path or out_dir / "manifest.tsv", manifest)
+    in_place = manifest_path is None or Path(manifest_path) == out_dir / "manifest.tsv"
+    with staged_directory(out_dir) as staging:
+        (staging / "png").mkdir()
+        (staging / "dicom").mkdir()
+        for number, (image, row) in enumerate(
+            zip(images, plan.itertuples(index=False), strict=True), 1
+        ):
+            stem = f"{generator}_kl{int(row.kl_grade)}_{int(row.index):05d}"
+            write_png(staging / "png" / f"{stem}.png", image)
+            write_dicom(
+                staging / "dicom" / f"{stem}.dcm",
+                synthetic_dicom(
+                    image,
+                    generator,
+                    int(row.kl_grade),
+                    int(row.seed),
+                    number,
+                    study_uid,
+                    series_uid,
+                ),
+            )
+            rows.append(
+                {
+                    "image": str(out_dir / "png" / f"{stem}.png"),
+                    "kl_grade": int(row.kl_grade),
+                    "generator": generator,
+                    "seed": int(row.seed),
+                    "dicom": str(out_dir / "dicom" / f"{stem}.dcm"),
+                }
+            )
+        manifest = pd.DataFrame(rows, columns=list(SAMPLE_MANIFEST_COLUMNS))
+        if in_place:
+            write_tsv(staging / "manifest.tsv", manifest)
+    if not in_place:
+        write_tsv(manifest_path, manifest)
     return manifest
+
+
+def remove_stale_staging(out_dir: str | os.PathLike[str]) -> None:
+    """Remove the staging folders (``.<name>.*`` beside ``out_dir``) that killed jobs left.
+
+    Snakemake runs one job per output folder at a time, so none of them is in use.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        return
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
+        if stale.is_dir():
+            logger.info("%s: removing the staging folder of a killed run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_sample_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -284,7 +315,7 @@ def make_synthetic_set(
     :func:`synthetic_counts`), sampler, inference_steps, batch_size. Counts follow the real
     training split of ``real_manifest``; ``seed`` is the base seed.
     """
-    from kneesynth.oai_generators import generator_path_name, read_oai_manifest, sample_generator
+    from kneesynth.oai_generators import generator_path_name, read_oai_manifest
 
     generator = generator_path_name(weights_path)
     real = read_oai_manifest(real_manifest)
@@ -298,10 +329,39 @@ def make_synthetic_set(
         samples["sampler"],
         samples["inference_steps"],
     )
-    images = sample_generator(
-        weights_path, plan["kl_grade"].to_numpy(), plan["seed"].to_numpy(), samples, device=device
-    )
+    images = draw_with_progress(weights_path, plan, samples, f"sampling {generator}", device)
     return write_synthetic_set(out_dir, images, plan, generator, manifest_path)
+
+
+def draw_with_progress(
+    weights_path: str | os.PathLike[str],
+    plan: pd.DataFrame,
+    samples: Mapping[str, Any],
+    name: str,
+    device: Any = "cpu",
+    max_lines: int = 20,
+) -> np.ndarray:
+    """:func:`~kneesynth.oai_generators.sample_generator` over ``plan`` in whole batches, with a
+    progress line (images, rate, ETA) after each part; uint8 (n, H, W).
+
+    Each image comes from its own seed, and parts are whole multiples of ``batch_size`` (at most
+    ``max_lines`` of them), so the batches are those of one call over the whole plan.
+    """
+    from kneesynth.oai_generators import sample_generator
+
+    grades, seeds = plan["kl_grade"].to_numpy(), plan["seed"].to_numpy()
+    batch_size = int(samples["batch_size"])
+    n_batches = -(-len(plan) // batch_size)
+    part = batch_size * max(1, -(-n_batches // max_lines))
+    progress = ProgressLog(name, len(plan), "image", log=logger)
+    drawn = []
+    for start in range(0, len(plan), part):
+        where = slice(start, start + part)
+        drawn.append(sample_generator(weights_path, grades[where], seeds[where], samples, device))
+        progress.advance(len(drawn[-1]))
+    if not drawn:
+        return sample_generator(weights_path, grades, seeds, samples, device)
+    return np.concatenate(drawn)
 
 
 GRID_TITLES = {"wgan": "WGAN", "ddpm_uncond": "Diff-Unco", "ddpm_cond": "Diff-Cond"}

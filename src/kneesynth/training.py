@@ -30,6 +30,7 @@ import torch
 
 from kneesynth.errors import InputError
 from kneesynth.io import atomic_path
+from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -98,7 +99,9 @@ class ResumableTrainer:
         checkpoint_every: steps between two checkpoints.
         settings: what the run depends on (config section, data fingerprint); a checkpoint made
             with other settings is not resumed but discarded, with a warning.
-        log_every: steps between two log lines of the recorded metrics.
+        log_every: steps between two entries of the metrics history (kept in the checkpoint).
+        name: what trains, for the progress lines (``train_ctm/contour``); by default the
+            state folder below ``results/state/``, which names the rule and its wildcards.
 
     Use::
 
@@ -118,6 +121,7 @@ class ResumableTrainer:
         checkpoint_every: int,
         settings: Any = None,
         log_every: int | None = None,
+        name: str | None = None,
     ) -> None:
         if total_steps < 0 or checkpoint_every < 1:
             raise ValueError("total_steps must be >= 0 and checkpoint_every >= 1")
@@ -127,6 +131,8 @@ class ResumableTrainer:
         self.checkpoint_every = int(checkpoint_every)
         self.fingerprint = fingerprint(settings)
         self.log_every = log_every or max(1, self.total_steps // 10)
+        self.name = name or job_name(self.state_dir)
+        self.progress: ProgressLog | None = None
         self.history: list[dict[str, float]] = []
         self.start_step = 0
         self.resumed = False
@@ -191,7 +197,10 @@ class ResumableTrainer:
         """Yield the steps still to do; checkpoint every ``checkpoint_every`` finished steps."""
         self.start_step = self.load()
         if self.start_step == 0:
-            logger.info("training from step 0 to %d", self.total_steps)
+            logger.info("%s: training from step 0 to %d", self.name, self.total_steps)
+        self.progress = ProgressLog(
+            self.name, self.total_steps, "step", start=self.start_step, log=logger
+        )
         for step in range(self.start_step, self.total_steps):
             yield step
             done = step + 1
@@ -199,16 +208,14 @@ class ResumableTrainer:
                 self.save(done)
 
     def record(self, step: int, **metrics: float) -> None:
-        """Keep the metrics of ``step`` and log them every ``log_every`` steps."""
+        """Keep the metrics of ``step`` every ``log_every`` steps; log a progress line when due
+        (model and condition, step, metrics, rate and ETA; see :class:`ProgressLog`)."""
         entry = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         if step % self.log_every == 0 or step == self.total_steps - 1:
             self.history.append(entry)
-            logger.info(
-                "step %d/%d %s",
-                step + 1,
-                self.total_steps,
-                " ".join(f"{k}={v:.5g}" for k, v in metrics.items()),
-            )
+        if self.progress is None:  # record() outside steps(): no rate to tell
+            self.progress = ProgressLog(self.name, self.total_steps, "step", start=step, log=logger)
+        self.progress.update(step + 1, **metrics)
 
     def finish(self) -> None:
         """Save the final state (so a job killed while writing outputs need not retrain)."""
@@ -217,6 +224,17 @@ class ResumableTrainer:
     def cleanup(self) -> None:
         """Remove the state folder once the final weights are safely written."""
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def job_name(state_dir: str | os.PathLike[str]) -> str:
+    """``results/state/train_ctm/contour`` -> ``train_ctm/contour``: the rule and its wildcards
+    (the parts after ``state``; else the last two parts of the path)."""
+    parts = Path(state_dir).parts
+    if "state" in parts:
+        tail = parts[len(parts) - parts[::-1].index("state") :]
+        if tail:
+            return "/".join(tail)
+    return "/".join(parts[-2:]) or str(state_dir)
 
 
 def save_weights(

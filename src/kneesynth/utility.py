@@ -97,6 +97,7 @@ def sample_pairs(
         derive_seed(seed, "utility", "ctm", mask_split),
         device=device,
         compute=compute,
+        name="sampling ctm/contour_bone (training masks, utility)",
     )
     save_npz(
         output,

@@ -28,7 +28,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from kneesynth.score.sde import VESDE
 
@@ -73,13 +72,16 @@ class CountingScoreFn:
     """Wrap a score model (and its fixed condition) as ``score_fn``, counting evaluations.
 
     model(x, sigma, condition) -> score; ``evaluations`` counts calls per image batch.
-    ``autocast`` is an optional context-manager factory (bf16 on a GPU).
+    ``autocast`` is an optional context-manager factory (bf16 on a GPU). ``progress`` (a
+    :class:`~kneesynth.progress.ProgressLog` counting evaluations) logs the job's progress
+    lines, whatever the sampler.
     """
 
-    def __init__(self, model, condition: torch.Tensor | None = None, autocast=None):
+    def __init__(self, model, condition: torch.Tensor | None = None, autocast=None, progress=None):
         self.model = model
         self.condition = condition
         self.autocast = autocast
+        self.progress = progress
         self.evaluations = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -87,9 +89,13 @@ class CountingScoreFn:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         if self.autocast is None:
-            return self.model(x, sigma, self.condition).float()
-        with self.autocast():
-            return self.model(x, sigma, self.condition).float()
+            score = self.model(x, sigma, self.condition).float()
+        else:
+            with self.autocast():
+                score = self.model(x, sigma, self.condition).float()
+        if self.progress is not None:
+            self.progress.advance()
+        return score
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -120,10 +126,9 @@ class Sampler(ABC):
 
     name = "abstract"
 
-    def __init__(self, sde: VESDE, eps: float = 1e-5, progress: bool = False):
+    def __init__(self, sde: VESDE, eps: float = 1e-5):
         self.sde = sde
         self.eps = float(eps)
-        self.progress = progress
 
     @abstractmethod
     def num_evaluations(self, t_start: float = 1.0) -> int:
@@ -134,9 +139,6 @@ class Sampler(ABC):
         self, score_fn: ScoreFn, x: torch.Tensor, t_start: float, generator: torch.Generator
     ) -> torch.Tensor:
         """Run from ``x`` (B, C, H, W) at ``t_start`` to noise level 0; returns (B, C, H, W)."""
-
-    def _bar(self, iterable, total: int):
-        return tqdm(iterable, total=total, disable=not self.progress, desc=self.name, leave=False)
 
 
 @register_sampler("pc")
@@ -158,9 +160,8 @@ class PredictorCorrectorSampler(Sampler):
         snr: float = 0.16,
         corrector_steps: int = 1,
         eps: float = 1e-5,
-        progress: bool = False,
     ):
-        super().__init__(sde, eps, progress)
+        super().__init__(sde, eps)
         if steps < 1 or corrector_steps < 0:
             raise ValueError("pc sampler needs steps >= 1 and corrector_steps >= 0")
         self.steps = int(steps)
@@ -176,7 +177,7 @@ class PredictorCorrectorSampler(Sampler):
         times = torch.linspace(t_start, self.eps, n)
         sigmas = torch.cat([self.sde.sigma(times), torch.zeros(1)]).tolist()
         x_mean = x
-        for i in self._bar(range(n), n):
+        for i in range(n):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             for _ in range(self.corrector_steps):  # Langevin corrector (alpha = 1 for VE)
                 score = score_fn(x, torch.full((x.shape[0],), sigma))
@@ -223,9 +224,8 @@ class EDMHeunSampler(Sampler):
         s_tmax: float = float("inf"),
         s_noise: float = 1.0,
         eps: float = 1e-5,
-        progress: bool = False,
     ):
-        super().__init__(sde, eps, progress)
+        super().__init__(sde, eps)
         if steps < 1:
             raise ValueError("heun sampler needs steps >= 1")
         self.steps = int(steps)
@@ -245,7 +245,7 @@ class EDMHeunSampler(Sampler):
     def sample(self, score_fn, x, t_start, generator):
         sigma_start = float(self.sde.sigma(t_start))
         sigmas = karras_sigmas(self.sde.sigma_min, sigma_start, self.steps, self.rho).tolist()
-        for i in self._bar(range(self.steps), self.steps):
+        for i in range(self.steps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             gamma = 0.0
             if self.s_churn > 0 and self.s_tmin <= sigma <= self.s_tmax:
