@@ -17,16 +17,18 @@ from kneesynth.cli import main
 from kneesynth.summary import failed_jobs, failure_summary, headline_rst, run_summary
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ["study", "kind", "claim", "paper_value", "our_value", "reproduced", "evidence"]
+COLUMNS = ["study", "kind", "claim", "paper_value", "our_value", "reproduced", "why", "evidence"]
 ROWS = [
-    ["A", "value", "Table I: CTM MAE, contour", "0.0193", "0.05", "no", "table1_drr.tsv"],
-    ["A", "finding", "CTM beats CSM in PSNR", "yes", "yes (Holm p 0.01)", "yes", "paired"],
-    ["A", "finding", "CSM is worst in MAE", "yes", "no", "inconclusive", "Holm p 0.4"],
-    ["A", "setting", "VE SDE sigma_max", "128", "10", "yes", "config/paper.yaml"],
-    ["A", "setting", "DRR views per volume", "60", "12", "setting differs", "paper.yaml"],
-    ["B", "value", "readers spot wgan images", "0.625", "not run", "not run", "no sheets"],
-    ["C", "finding", "DDPM memorises more than the GAN", "yes", "-", "needs the real data", "tiny"],
-]
+    ["A", "value", "Table I: CTM MAE, contour", "0.0193", "0.05", "no", "outside our CI",
+     "table1_drr.tsv"],
+    ["A", "finding", "CTM beats CSM in PSNR", "yes", "+2 [1, 3]", "yes", "Holm p 0.01", "paired"],
+    ["A", "finding", "CSM is worst in MAE", "yes", "no", "inconclusive", "Holm p 0.4", "paired"],
+    ["A", "setting", "VE SDE sigma_max", "128", "10", "yes", "", "config"],
+    ["A", "setting", "DRR views per volume", "60", "12", "setting differs", "12 vs 60", "config"],
+    ["B", "value", "readers spot wgan images", "0.625", "not run", "not run", "no sheets", "r"],
+    ["C", "finding", "DDPM memorises more than the GAN", "yes", "-", "needs the real data", "",
+     "tiny"],
+]  # fmt: skip
 
 
 def write_scorecard(folder: Path, rows=ROWS) -> Path:
@@ -72,7 +74,8 @@ def test_scorecard_groups_claims_by_study_and_verdict(tmp_path, capsys):
         < section_a.index("no (1):")
         < section_a.index("inconclusive (1):")
     )
-    assert "paper 0.0193; ours 0.05" in section_a and "why: table1_drr.tsv" in section_a
+    assert "paper 0.0193; ours 0.05" in section_a and "why: outside our CI" in section_a
+    assert "from: table1_drr.tsv" in section_a
     # the setting that differs is listed, the one that matches only counted
     assert "DRR views per volume: paper 60, this run 12 (setting differs)" in section_a
     assert "sigma_max" not in out

@@ -151,8 +151,10 @@ def format_scorecard(
                     f"paper {row.get('paper_value') or '-'}; ours {row.get('our_value') or '-'}"
                 )
                 wrap(values, "      ")
+                if row.get("why"):
+                    wrap(f"why: {row['why']}", "        ", "      ")
                 if row.get("evidence"):
-                    wrap(f"why: {row['evidence']}", "        ", "      ")
+                    wrap(f"from: {row['evidence']}", "        ", "      ")
         listed = settings if all_settings else [r for r in settings if r["reproduced"] != "yes"]
         if listed:
             out.append("  settings" + ("" if all_settings else " not marked yes") + ":")
