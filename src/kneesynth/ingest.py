@@ -1,22 +1,33 @@
-"""Ingest SICAS/SMIR CT volumes: any SimpleITK format -> standardised NIfTI in HU.
+"""Ingest SICAS/SMIR CT volumes: any SimpleITK format or DICOM series -> standardised NIfTI in HU.
 
-Input: a folder (searched recursively) of CT volumes as NIfTI (``.nii``, ``.nii.gz``),
-MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) or DICOM series (a folder of
-slice files, one series per folder). A volume's name is its file name without the extension
+Input: a folder (searched recursively) of CT volumes as NIfTI (``.nii``, ``.nii.gz``; read with
+nibabel), MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) or DICOM (a folder of
+slice files, one series per folder, read with pydicom; or one Enhanced multi-frame CT file,
+read with highdicom). A volume's name is its file name without the extension
 (``SMIR.Body.025Y.M.CT.57697.nii`` -> ``SMIR.Body.025Y.M.CT.57697``) or its DICOM folder's
-name. The phantom stage writes the same kind of folder (:mod:`kneesynth.phantom`).
+name. The phantom stage writes the same kind of folder (:mod:`kneesynth.phantom`). The workflow
+runs one job per volume, so that one bad volume fails alone.
 
-Output ``results/ct/{volume}.nii.gz``: float32 HU, resampled (linear) to the configured
-spacing and cropped to the leg (the bounding box of voxels above an HU threshold, keeping
-connected components at least a fraction of the largest one -- this drops the table and
-loose bits -- plus a margin).
+What an input is (``ingest.input_checks``): a DICOM series must say Modality CT, and every
+volume must look like CT in HU (air near -1000 HU, :func:`check_ct_values`); under ``strict``
+(default) anything else is refused naming the file and the reason, under ``relaxed`` it is a
+WARNING (:func:`refuse`). Truncated files, slices of another size, a missing or duplicate slice,
+uneven spacing, 4D images and NaN are refused naming the file.
 
-Orientation convention (for the DRR stage and everything after): volumes are reoriented to
-SimpleITK/ITK's LPS with an identity direction matrix. Physical axes: ``x`` from the patient's
-right to left, ``y`` from anterior to posterior, ``z`` from inferior to superior, i.e. along
-the leg; the DRR stage rotates about ``z``. ``SimpleITK.GetArrayFromImage`` (and
-:func:`read_standardised`) give arrays indexed ``[z, y, x]``, shape ``(nz, ny, nx)``; nibabel
-would give ``[x, y, z]`` with RAS-flipped signs, so read these files with SimpleITK.
+Output ``results/ct/{volume}.nii.gz``: float32 HU, resampled (linear) onto an axis-aligned grid
+of the configured spacing and cropped to the leg (the bounding box of voxels above an HU
+threshold, keeping connected components at least a fraction of the largest one -- this drops
+the table and loose bits -- plus a margin). Oblique acquisitions and gantry tilt (slices stacked
+off their normal) are resampled onto the LPS axes, not relabelled; upsampling by more than
+:data:`RESAMPLING_WARN_FACTOR` along an axis (thick slices) is logged as a WARNING.
+
+Orientation convention (for the DRR stage and everything after): volumes are in SimpleITK/ITK's
+LPS with an identity direction matrix (:func:`read_standardised` refuses any other). Physical
+axes: ``x`` from the patient's right to left, ``y`` from anterior to posterior, ``z`` from
+inferior to superior, i.e. along the leg; the DRR stage rotates about ``z``.
+``SimpleITK.GetArrayFromImage`` (and :func:`read_standardised`) give arrays indexed
+``[z, y, x]``, shape ``(nz, ny, nx)``; nibabel would give ``[x, y, z]`` with RAS-flipped signs,
+so read these files with SimpleITK.
 """
 
 from __future__ import annotations
