@@ -84,3 +84,31 @@ def test_keep_going_names_every_bad_input_and_keeps_the_good_ones(tmp_path, pydi
     for visit in ("0.C.2", "3.C.2"):
         assert (repo / "results" / "oai" / "crops" / visit / "radiographs.tsv").is_file()
     assert not (repo / "results" / "oai" / "crops" / "1.C.2").exists()
+
+
+def test_read_only_results_stop_the_workflow_with_one_line(tmp_path):
+    """A results/ folder that cannot be written: one line before any job (Snakemake itself
+    would end in a traceback while preparing the first job)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo, ignore=NOT_COPIED)
+    (repo / "results").mkdir()
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "results/splits/volumes.tsv"]
+    if os.geteuid() != 0:
+        os.chmod(repo / "results", 0o555)
+        reason = "permission denied"
+    else:  # root writes anywhere: a read-only bind mount in a private mount namespace
+        mount = 'mount --bind results results && mount -o remount,bind,ro results && exec "$@"'
+        command = ["unshare", "--mount", "sh", "-c", mount, "sh", *command]
+        reason = "read-only file system"
+    try:
+        run = subprocess.run(
+            command, cwd=repo, env=SNAKEMAKE_ENV, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        os.chmod(repo / "results", 0o755)
+    if os.geteuid() == 0 and "mount:" in run.stderr:
+        pytest.skip(f"no read-only mount possible here: {run.stderr.strip()[:200]}")
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("kneesynth: error:")]
+    assert errors == [f"kneesynth: error: results: cannot write: {reason}"], run.stderr
+    assert "Traceback" not in run.stderr

@@ -96,6 +96,18 @@ def test_full_disk_under_results_state_says_so_for_torch_checkpoints(tmp_path, m
     assert list(target.parent.iterdir()) == []
 
 
+def test_a_full_results_folder_is_found_before_any_job(tmp_path, monkeypatch):
+    from kneesynth.io import check_writable
+
+    check_writable(tmp_path / "results")  # made, probed, left empty
+    assert list((tmp_path / "results").iterdir()) == []
+    monkeypatch.setattr(io.os, "fsync", no_space)
+    with pytest.raises(OutputError) as error:
+        check_writable(tmp_path / "results")
+    assert str(error.value) == f"{tmp_path}/results: cannot write: no space left on device"
+    assert list((tmp_path / "results").iterdir()) == []
+
+
 def test_other_errors_while_writing_are_not_blamed_on_the_disk(tmp_path):
     with pytest.raises(ValueError, match="a bug"), atomic_path(tmp_path / "x.txt"):
         raise ValueError("a bug")
@@ -113,11 +125,12 @@ def test_read_only_results_folder_is_one_line_naming_the_path(tmp_path):
         import sys
         import numpy as np
         from kneesynth.errors import OutputError
-        from kneesynth.io import save_npz, staged_directory
+        from kneesynth.io import check_writable, save_npz, staged_directory
         for write in (
             lambda: save_npz(sys.argv[1] + "/ct/leg.npz", x=np.zeros(2)),
             lambda: save_npz(sys.argv[1] + "/ct/new/leg.npz", x=np.zeros(2)),
             lambda: staged_directory(sys.argv[1] + "/ct/crops").__enter__(),
+            lambda: check_writable(sys.argv[1] + "/ct"),
         ):
             try:
                 write()
@@ -142,6 +155,7 @@ def test_read_only_results_folder_is_one_line_naming_the_path(tmp_path):
         f"{folder}/ct/leg.npz: cannot write: {reason}",
         f"{folder}/ct/new/leg.npz: cannot write: {reason} ({folder}/ct/new)",
         f"{folder}/ct/crops: cannot write: {reason}",
+        f"{folder}/ct: cannot write: {reason}",
     ], run.stderr
     assert list((folder / "ct").iterdir()) == []
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -290,18 +288,3 @@ def dicom_knee_crops(
     return {
         side: knee_crop(half, spacing, crop_mm, image_size, path) for side, half in halves.items()
     }
-
-
-def describe(header: Mapping[str, Any] | Any, keywords: tuple[str, ...]) -> str:
-    """``keyword value`` pairs of a header for messages, skipping absent ones."""
-    parts = []
-    for keyword in keywords:
-        value = header.get(keyword) if hasattr(header, "get") else None
-        if value not in (None, ""):
-            parts.append(f"{keyword} {value}")
-    return ", ".join(parts)
-
-
-def is_image_file(path: Path) -> bool:
-    """A PNG or JPEG by name (what :func:`read_radiograph` reads)."""
-    return path.suffix.lower() in (".png", ".jpg", ".jpeg")

@@ -156,6 +156,25 @@ def staged_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_writable(folder: str | os.PathLike[str], probe_bytes: int = 1 << 16) -> None:
+    """Raise :class:`OutputError` naming ``folder`` unless a file of ``probe_bytes`` can be
+    written there (the folder is made if missing; the probe is removed). Run before a workflow
+    starts, so that a read-only or full ``results/`` is one line, not a traceback of the first
+    job that tries to write there."""
+    folder = Path(folder)
+    with _reporting_write_failures(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".kneesynth-write-test.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"\0" * probe_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
+
+
 def save_npz(path: str | os.PathLike[str], compressed: bool = True, **arrays: Any) -> None:
     """Write arrays to ``path`` (.npz) atomically."""
     with atomic_path(path, suffix=".npz") as tmp:

@@ -19,6 +19,17 @@ try:
 except InputError as error:
     sys.exit(f"kneesynth: error: {error}")
 
+
+onstart:
+    # before the first job: a read-only or full results/ is one line, not a job's traceback
+    from kneesynth.io import check_writable
+
+    try:
+        check_writable("results")
+    except InputError as error:
+        sys.exit(f"kneesynth: error: {error}")
+
+
 # The {volume} wildcard values, known at parse time: phantom names computed from the config
 # (nothing rendered), or the volumes found in data.sicas_dir.
 try:
