@@ -15,21 +15,9 @@ import pytest
 import SimpleITK as sitk
 from test_ingest import leg_array, write_image
 from test_oai import kl_table, place, write_radiograph
+from test_partial_reruns import NOT_COPIED, SNAKEMAKE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_COPIED = shutil.ignore_patterns(
-    ".git",
-    ".snakemake",
-    "results",
-    "logs",
-    "benchmarks",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    "*.egg-info",
-    ".venv",
-)
-SNAKEMAKE_ENV = {key: value for key, value in os.environ.items() if key != "SNAKEMAKE_PROFILE"}
 
 pytestmark = pytest.mark.slow
 

@@ -401,7 +401,7 @@ def test_enhanced_ct_beside_slices_is_one_clear_line(tmp_path, pydicom_file):
     import shutil
 
     folder = tmp_path / "mixed"
-    write_slices(folder, [leg_array((2, 8, 8))[0]] * 2, [[0, 0, 0], [0, 0, 2]], [1, 0, 0, 0, 1, 0])
+    axial_series(folder, slices=2, size=8)
     shutil.copy(pydicom_file("eCT_Supplemental.dcm"), folder / "enhanced.dcm")
     with pytest.raises(InputError) as error:
         read_volume(folder)
@@ -411,17 +411,25 @@ def test_enhanced_ct_beside_slices_is_one_clear_line(tmp_path, pydicom_file):
     )
 
 
+def axial_series(folder, slices=4, size=12):
+    """A small axial CT series, 2 mm apart: (the slice files, their HU)."""
+    hu = leg_array((slices, size, size))
+    files = write_slices(folder, list(hu), [[0, 0, 2 * k] for k in range(slices)], AXIAL)
+    return files, hu
+
+
+AXIAL = [1, 0, 0, 0, 1, 0]
+
+
 def test_a_slice_of_another_size_is_named(tmp_path):
-    hu = leg_array((4, 12, 12))
-    folder = tmp_path / "series"
-    files = write_slices(folder, list(hu), [[0, 0, 2 * k] for k in range(4)], [1, 0, 0, 0, 1, 0])
-    write_slices(tmp_path / "other", [hu[0, :10, :10]], [[0, 0, 8]], [1, 0, 0, 0, 1, 0])
-    odd = tmp_path / "other" / "slice000.dcm"
     import pydicom
 
-    ds = pydicom.dcmread(odd)
-    ds.SeriesInstanceUID = pydicom.dcmread(files[0]).SeriesInstanceUID
-    ds.save_as(folder / "slice004.dcm")
+    folder = tmp_path / "series"
+    files, hu = axial_series(folder)
+    write_slices(tmp_path / "other", [hu[0, :10, :10]], [[0, 0, 8]], AXIAL)
+    odd = pydicom.dcmread(tmp_path / "other" / "slice000.dcm")
+    odd.SeriesInstanceUID = pydicom.dcmread(files[0]).SeriesInstanceUID
+    odd.save_as(folder / "slice004.dcm")
     with pytest.raises(InputError) as error:
         read_volume(folder)
     assert str(error.value) == (
@@ -431,13 +439,10 @@ def test_a_slice_of_another_size_is_named(tmp_path):
 
 
 def test_a_truncated_slice_is_named(tmp_path):
-    hu = leg_array((4, 12, 12))
-    folder = tmp_path / "series"
-    files = write_slices(folder, list(hu), [[0, 0, 2 * k] for k in range(4)], [1, 0, 0, 0, 1, 0])
-    data = files[2].read_bytes()
-    files[2].write_bytes(data[:-100])
+    files, _ = axial_series(tmp_path / "series")
+    files[2].write_bytes(files[2].read_bytes()[:-100])
     with pytest.raises(InputError, match=r"series/slice002\.dcm: pixel data is truncated"):
-        read_volume(folder)
+        read_volume(tmp_path / "series")
 
 
 def test_a_truncated_metaimage_says_truncated(tmp_path):
