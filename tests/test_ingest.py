@@ -1,6 +1,7 @@
 """Ingest of SICAS/SMIR CT volumes: formats, standardisation, orientation, bad input."""
 
 import gzip
+import shutil
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def write_dicom_series(folder, hu, positions_mm, spacing=2.0):
     return folder
 
 
-def test_list_volumes_finds_every_format_and_ignores_other_files(tmp_path):
+def test_list_volumes_finds_every_format_and_ignores_other_files(tmp_path, pydicom_file):
     hu = leg_array()
     write_image(hu, tmp_path / "SMIR.Body.025Y.M.CT.57697.nii")
     write_image(hu, tmp_path / "SMIR.Body.031Y.F.CT.10001.nii.gz")
@@ -88,6 +89,7 @@ def test_list_volumes_finds_every_format_and_ignores_other_files(tmp_path):
     write_dicom_series(tmp_path / "dicom_leg", hu[:4], [0, 2, 4, 6])
     (tmp_path / "README.txt").write_text("notes")
     (tmp_path / ".hidden.nii").write_text("x")
+    shutil.copy(pydicom_file("DICOMDIR"), tmp_path / "DICOMDIR")  # a CD export's index
     found = list_volumes(tmp_path)
     assert list(found) == sorted(
         ["SMIR.Body.025Y.M.CT.57697", "SMIR.Body.031Y.F.CT.10001", "b", "c", "dicom_leg"]
@@ -366,7 +368,6 @@ def test_real_ct_slices_compressed_or_not_read_the_same(tmp_path, pydicom_file):
     """A real CT (pydicom's 693 test series), as JPEG 2000 and uncompressed, with a DICOMDIR
     beside the slices."""
     pytest.importorskip("openjpeg")
-    import shutil
 
     import pydicom
 
@@ -387,7 +388,6 @@ def test_real_ct_slices_compressed_or_not_read_the_same(tmp_path, pydicom_file):
 
 
 def test_enhanced_multiframe_ct_is_read_whole(tmp_path, pydicom_file):
-    import shutil
 
     folder = tmp_path / "enhanced"
     folder.mkdir()
@@ -398,7 +398,6 @@ def test_enhanced_multiframe_ct_is_read_whole(tmp_path, pydicom_file):
 
 
 def test_enhanced_ct_beside_slices_is_one_clear_line(tmp_path, pydicom_file):
-    import shutil
 
     folder = tmp_path / "mixed"
     axial_series(folder, slices=2, size=8)

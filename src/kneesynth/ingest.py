@@ -86,7 +86,8 @@ def list_volumes(folder: str | os.PathLike) -> dict[str, Path]:
     """Every CT volume under ``folder``: ``{name: path}``, sorted by name.
 
     ``path`` is a file for NIfTI/MHA/NRRD and a folder for a DICOM series. Hidden files are
-    ignored, and so are other files (notes, tables). Raises :class:`InputError` if the folder
+    ignored, and so are other files (notes, tables) and DICOMDIR files (the index of a CD or
+    PACS export). Raises :class:`InputError` if the folder
     does not exist, holds no volume, or two volumes share a name. Cheap: reads no image.
     """
     root = Path(folder)
@@ -104,8 +105,8 @@ def list_volumes(folder: str | os.PathLike) -> dict[str, Path]:
         here = Path(directory)
         dicom_files = []
         for file_name in sorted(files):
-            if file_name.startswith("."):
-                continue
+            if file_name.startswith(".") or file_name.upper() == "DICOMDIR":
+                continue  # a DICOMDIR indexes the slices of other folders: not a series here
             name = _strip_suffix(file_name)
             if name:
                 add(name, here / file_name)
