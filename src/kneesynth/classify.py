@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv, write_tsv
@@ -112,28 +111,12 @@ class ImageSet:
 def load_image(path: str | os.PathLike[str], image_size: int) -> np.ndarray:
     """One grayscale radiograph as (image_size, image_size) float32 in [0, 1].
 
-    8-bit and 16-bit PNGs (and anything PIL reads) are accepted; colour is converted to
-    luminance; other sizes are resized with PIL's antialiased bilinear filter.
+    The one radiograph reader, :func:`kneesynth.images.read_radiograph` (8/16-bit, RGB; other
+    sizes are resized bilinearly).
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float32)
-                scale = 65535.0 if array.max() > 255 else 255.0
-                img = Image.fromarray(array / scale, mode="F")
-            elif img.mode != "L":
-                img = img.convert("L")
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.float32)
-    except FileNotFoundError:
-        raise InputError(path, "image file not found") from None
-    except (OSError, ValueError) as error:
-        raise InputError(path, f"cannot read image ({error})") from None
-    if img.mode == "L":
-        array = array / 255.0
-    return np.clip(array, 0.0, 1.0)
+    from kneesynth.images import read_radiograph
+
+    return read_radiograph(path, image_size)
 
 
 def _resolve(image: str, manifest: Path) -> Path:

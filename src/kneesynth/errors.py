@@ -16,3 +16,11 @@ class InputError(Exception):
         self.path = str(path)
         self.problem = " ".join(str(problem).split())  # one line, always
         super().__init__(f"{self.path}: {self.problem}")
+
+
+class OutputError(InputError):
+    """A result that cannot be written: full disk, read-only or unwritable folder.
+
+    Same one-line form as :class:`InputError` (``"<path>: cannot write: <why>"``), which it
+    extends so that every script reports it without a traceback.
+    """

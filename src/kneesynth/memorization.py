@@ -58,34 +58,11 @@ class ImageSource(Protocol):
 def read_grayscale(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
     """One image file as float32 ``(H, W)`` in [0, 1]; resized (bilinear) to ``size`` = (H, W).
 
-    8-bit, 16-bit and RGB PNG/JPEG are accepted; colour is converted to grey (ITU-R 601).
+    The one radiograph reader, :func:`kneesynth.images.read_radiograph` (8/16-bit, RGB).
     """
-    from PIL import Image, UnidentifiedImageError
+    from kneesynth.images import read_radiograph
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                scale = (
-                    65535.0
-                    if image.mode.startswith("I;16")
-                    else float(max(np.max(np.asarray(image)), 1))
-                )
-                array = np.asarray(image, dtype=np.float32) / scale
-                image = Image.fromarray(array, mode="F")
-            elif image.mode == "F":
-                pass
-            else:
-                image = Image.fromarray(
-                    np.asarray(image.convert("L"), dtype=np.float32) / 255.0, mode="F"
-                )
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-    except FileNotFoundError:
-        raise InputError(path, "image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(path, f"cannot read image ({error})") from None
+    return read_radiograph(path, size)
 
 
 class ImageFiles:

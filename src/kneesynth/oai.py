@@ -5,28 +5,43 @@ Two input formats (config ``data.oai_format``):
 ``chen`` -- the layout of Chen et al. (2019), "Knee Osteoarthritis Severity Grading Dataset":
     ``<root>/{train,val,test}/{0,1,2,3,4}/<image>.png`` (the folder is the KL grade). Only
     those folders and image files (``.png``, ``.jpg``, ``.jpeg``) may be there; hidden files are
-    ignored. The file name carries the participant: ``<participant><side>[_v<visit>]``, e.g.
+    ignored; every image is decoded once (:mod:`kneesynth.images`), and every bad path is
+    logged before the error. The file name carries the participant:
+    ``<participant><side>[_v<visit>]``, e.g.
     ``9000001L.png`` (Chen) or ``9000001L_v00.png`` (our phantom set; visit = OAI visit code).
     A name that does not match keeps the whole name as its participant (logged), so the split
     by participant then degrades to a split by image.
 
 ``raw`` -- OAI as distributed: DICOM radiographs plus the pipe-separated central-reading KL
     tables ``kXR_SQ_BU<vv>.txt`` (columns ``ID``, ``SIDE`` 1 = right, 2 = left, ``READPRJ``,
-    ``V<vv>XRKL`` ...). How a DICOM is matched to a row:
+    ``V<vv>XRKL`` ...). The folder is read in batches, one job each: its subfolders (OAI's
+    visit folders ``0.C.2``, ``1.C.2`` ...) and the DICOM files directly in it
+    (:func:`oai_batches`), so that one bad file stops its batch only and ``--keep-going``
+    reports every bad batch in one run; within a batch every bad file is logged. What a file
+    is, and how it is matched to a row:
 
+    * skipped (and counted in the error if nothing is left): a DICOMDIR, non-image objects and
+      series whose ``SeriesDescription`` does not contain ``ingest.oai_series_keyword``
+      (default ``fixed flexion``), compared without case, punctuation or spaces
+      (``BILAT PA FIXED-FLEXION KNEE`` matches);
+    * refused (``ingest.input_checks: strict``; a WARNING under ``relaxed``, for sites whose
+      headers are poor): a ``Modality`` other than CR or DX, and a file whose
+      ``BodyPartExamined`` does not name the knee when no series description names it or the
+      keyword;
     * participant: the DICOM ``PatientID`` (OAI's 7-digit ID);
     * visit: the DICOM ``ClinicalTrialTimePointID`` (0012,0050) if it reads ``V00``/``00``;
       otherwise the OAI image folder name ``<n>.<letter>.<n>`` in the file's path (``0.C.2``
       -> V00, ``1.C.2`` -> V01, ``3.C.2`` -> V03 ...);
     * side: ``ImageLaterality`` (0020,0062) or ``Laterality`` (0020,0060) ``R``/``L`` for a
       single-knee image; ``B`` or none means a bilateral PA view, split down the middle with the
-      patient's right knee on the image's left half (radiographs are viewed facing the patient);
-    * only series whose ``SeriesDescription`` contains ``ingest.oai_series_keyword`` (default
-      ``fixed flexion``) are used, when the header has a description.
+      patient's right knee on the image's left half (radiographs are viewed facing the patient).
 
-    Each knee is cropped (a centred square, ``ingest.oai_crop_fraction`` of the half-image's
-    short side), windowed to its 0.5-99.5 percentiles and written as an 8-bit PNG
-    ``<participant><side>_v<vv>.png`` of ``ingest.oai_image_size`` pixels.
+    Each knee is cropped to a centred square of ``ingest.oai_crop_mm`` millimetres (from
+    ``PixelSpacing``, else ``ImagerPixelSpacing``; a missing or zero spacing is refused unless
+    ``ingest.oai_pixel_spacing_mm`` gives a fallback, which is logged), windowed to its 0.5-99.5
+    percentiles and written as an 8-bit PNG ``<participant><side>_v<vv>.png`` of
+    ``ingest.oai_image_size`` pixels (:func:`kneesynth.images.dicom_knee_crops`; compressed
+    transfer syntaxes need ``pip install -e ".[dicom]"``).
     KL values: OAI missing-value codes (``.``, ``.A: Not Expected``, ``.B``, ... or empty) stop
     with an error naming the file and line, unless ``ingest.oai_missing_kl: drop``; grades
     outside 0-4 always stop. When several reading projects graded one knee-visit, the row of
@@ -39,19 +54,17 @@ if a participant's images sit in more than one split.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kneesynth.errors import InputError
+from kneesynth.io import staged_directory
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,12 @@ GRADES = ("0", "1", "2", "3", "4")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MANIFEST_COLUMNS = ["image", "participant", "side", "visit", "kl_grade", "split"]
 SIDE_CODES = {1: "R", 2: "L"}
+#: Modalities of a knee radiograph: computed and digital radiography.
+RADIOGRAPH_MODALITIES = ("CR", "DX")
+#: The batch of DICOM files lying directly in the raw OAI folder (not in a subfolder).
+TOP_BATCH = "_top"
+#: Columns of a crop job's radiographs.tsv.
+CROP_COLUMNS = ["image", "participant", "side", "visit", "source"]
 
 _IMAGE_ID = re.compile(r"^(?P<participant>\d{5,})(?P<side>[LR])?(?:[_-][vV]?(?P<visit>\d{1,2}))?$")
 _KL_COLUMN = re.compile(r"^V(?P<visit>\d{2})XRKL$", re.IGNORECASE)
@@ -102,48 +121,85 @@ def _visible(entries: Iterable[Path]) -> list[Path]:
     return sorted(p for p in entries if not p.name.startswith("."))
 
 
+def raise_problems(problems: Sequence[InputError], what: str = "file(s)") -> None:
+    """Stop on collected problems: each one logged as an ERROR line, then one
+    :class:`InputError` (the first, and how many more), so that one run shows every bad file."""
+    if not problems:
+        return
+    for problem in problems:
+        log.error("%s", problem)
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more {what}, each logged above)" if len(problems) > 1 else ""
+    raise InputError(first.path, f"{first.problem}{more}")
+
+
 def read_chen_layout(root: str | os.PathLike):
     """Index a Chen-layout folder: DataFrame with the manifest columns (split = folder split).
 
-    Raises :class:`InputError` naming the offending path for: a missing folder, a folder other
-    than train/val/test or 0-4, a file that is not a PNG/JPEG image, no images at all, or two
-    images with the same ID (file name without extension).
+    Every image is decoded once (:func:`kneesynth.images.check_radiograph`: a truncated file
+    fails here, not in training). Raises :class:`InputError` naming the offending path for: a
+    missing folder, a folder other than train/val/test or 0-4, a file that is not a PNG/JPEG
+    image or cannot be decoded, no images at all, or two images with the same ID (file name
+    without extension). Every bad path is logged before the error, so one run lists them all.
     """
     import pandas as pd
+
+    from kneesynth.images import check_radiograph
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "OAI folder not found")
-    rows, seen, unparsed = [], {}, 0
+    rows, seen, unparsed, problems = [], {}, 0, []
     for split_dir in _visible(root.iterdir()):
         if not split_dir.is_dir():
-            raise InputError(
-                split_dir,
-                "unexpected file in the Chen layout (expected only the folders train, val, test)",
+            problems.append(
+                InputError(
+                    split_dir,
+                    "unexpected file in the Chen layout (expected only the folders train, val, "
+                    "test)",
+                )
             )
+            continue
         if split_dir.name not in SPLITS:
-            raise InputError(
-                split_dir, f"unknown split folder {split_dir.name!r} (expected train, val, test)"
+            problems.append(
+                InputError(
+                    split_dir,
+                    f"unknown split folder {split_dir.name!r} (expected train, val, test)",
+                )
             )
+            continue
         for grade_dir in _visible(split_dir.iterdir()):
             if not grade_dir.is_dir():
-                raise InputError(
-                    grade_dir,
-                    "unexpected file in a split folder (expected only the KL grade folders 0-4)",
-                )
-            if grade_dir.name not in GRADES:
-                raise InputError(
-                    grade_dir, f"not a KL grade folder {grade_dir.name!r} (expected 0, 1, 2, 3, 4)"
-                )
-            for image in _visible(grade_dir.iterdir()):
-                if image.is_dir() or image.suffix.lower() not in IMAGE_SUFFIXES:
-                    raise InputError(image, "not an image file (expected .png, .jpg or .jpeg)")
-                _check_image_file(image)
-                image_id = image.stem
-                if image_id in seen:
-                    raise InputError(
-                        image, f"duplicate image ID {image_id!r} (also {seen[image_id]})"
+                problems.append(
+                    InputError(
+                        grade_dir,
+                        "unexpected file in a split folder (expected only the KL grade folders "
+                        "0-4)",
                     )
+                )
+                continue
+            if grade_dir.name not in GRADES:
+                problems.append(
+                    InputError(
+                        grade_dir,
+                        f"not a KL grade folder {grade_dir.name!r} (expected 0, 1, 2, 3, 4)",
+                    )
+                )
+                continue
+            for image in _visible(grade_dir.iterdir()):
+                try:
+                    if image.is_dir() or image.suffix.lower() not in IMAGE_SUFFIXES:
+                        raise InputError(image, "not an image file (expected .png, .jpg or .jpeg)")
+                    _check_image_file(image)
+                    check_radiograph(image)
+                    image_id = image.stem
+                    if image_id in seen:
+                        raise InputError(
+                            image, f"duplicate image ID {image_id!r} (also {seen[image_id]})"
+                        )
+                except InputError as problem:
+                    problems.append(problem)
+                    continue
                 seen[image_id] = image
                 participant, side, visit = parse_image_id(image_id)
                 unparsed += side == "" and participant == image_id
@@ -157,6 +213,7 @@ def read_chen_layout(root: str | os.PathLike):
                         "split": split_dir.name,
                     }
                 )
+    raise_problems(problems, "bad path(s)")
     if not rows:
         raise InputError(root, "no images in the Chen layout {train,val,test}/{0..4}/")
     if unparsed:
@@ -289,9 +346,9 @@ def find_kl_tables(oai_dir: str | os.PathLike) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # Raw OAI: DICOM radiographs
 # --------------------------------------------------------------------------------------------
-def _dicom_candidates(folder: Path) -> list[Path]:
+def _dicom_candidates(folder: Path, recursive: bool = True) -> list[Path]:
     found = []
-    for path in sorted(folder.rglob("*")):
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
         if not path.is_file() or any(
             part.startswith(".") for part in path.relative_to(folder).parts
         ):
@@ -299,11 +356,32 @@ def _dicom_candidates(folder: Path) -> list[Path]:
         if path.suffix.lower() in (".dcm", ".dicom"):
             found.append(path)
         elif not path.suffix:
-            with open(path, "rb") as handle:
-                handle.seek(128)
-                if handle.read(4) == b"DICM":
-                    found.append(path)
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(128)
+                    if handle.read(4) == b"DICM":
+                        found.append(path)
+            except OSError as error:
+                raise InputError(path, f"cannot read ({error.strerror})") from None
     return found
+
+
+def oai_batches(oai_dir: str | os.PathLike) -> list[str]:
+    """The units of work of a raw OAI folder, one crop job each: its visible subfolders (OAI's
+    visit folders ``0.C.2``, ``1.C.2`` ...), and :data:`TOP_BATCH` if DICOM files lie directly
+    in it. Cheap: lists one folder level and reads 132 bytes of its suffix-less files."""
+    root = Path(oai_dir)
+    if not root.is_dir():
+        raise InputError(root, "OAI folder not found")
+    batches = [p.name for p in _visible(root.iterdir()) if p.is_dir()]
+    if _dicom_candidates(root, recursive=False):
+        batches.append(TOP_BATCH)
+    return batches
+
+
+def batch_folder(oai_dir: str | os.PathLike, batch: str) -> Path:
+    """The folder a crop job reads: ``oai_dir`` itself for :data:`TOP_BATCH`."""
+    return Path(oai_dir) if batch == TOP_BATCH else Path(oai_dir) / batch
 
 
 def _visit_of(header, path: Path) -> str | None:
@@ -318,108 +396,225 @@ def _visit_of(header, path: Path) -> str | None:
     return None
 
 
-def scan_oai_dicoms(folder: str | os.PathLike, series_keyword: str = "fixed flexion"):
-    """Headers of the knee radiographs under ``folder``: DataFrame path, participant, visit,
-    laterality (R, L or B for bilateral)."""
-    import pandas as pd
-    import pydicom
+def normalise_series_text(text: str) -> str:
+    """Lower case without punctuation or spaces: ``'BILAT PA FIXED-FLEXION KNEE'`` ->
+    ``'bilatpafixedflexionknee'`` (series descriptions are spelled every way)."""
+    return re.sub(r"[^0-9a-z]", "", str(text).casefold())
 
-    folder = Path(folder)
-    rows = []
-    for path in _dicom_candidates(folder):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (pydicom.errors.InvalidDicomError, OSError) as error:
-            raise InputError(path, f"not a readable DICOM file ({error})") from None
-        description = str(header.get("SeriesDescription", "") or "")
-        if description and series_keyword and series_keyword.lower() not in description.lower():
-            log.info("%s: skipped (series %r)", path, description)
-            continue
-        participant = str(header.get("PatientID", "") or "").strip()
-        if not participant:
-            raise InputError(path, "no PatientID: cannot tell the OAI participant")
-        visit = _visit_of(header, path)
-        if visit is None:
-            raise InputError(
-                path,
-                "cannot tell the visit: no ClinicalTrialTimePointID and no "
-                "OAI visit folder (like 0.C.2) in the path",
-            )
-        laterality = (
-            str(header.get("ImageLaterality", "") or header.get("Laterality", "") or "B")
-            .strip()
-            .upper()
+
+def series_matches(description: str, keyword: str) -> bool:
+    """Whether ``description`` contains ``keyword``, ignoring case, punctuation and spaces."""
+    return normalise_series_text(keyword) in normalise_series_text(description)
+
+
+def radiograph_header(
+    path: Path, series_keyword: str = "fixed flexion", checks: str = "strict"
+) -> tuple[dict[str, str] | None, str | None]:
+    """``(record, None)`` for a knee radiograph to use, ``(None, why)`` for a file to skip.
+
+    Skipped: a DICOMDIR, a non-image object, a series whose ``SeriesDescription`` does not
+    contain ``series_keyword`` (:func:`series_matches`). Refused (:func:`kneesynth.ingest.
+    refuse`: an error under ``checks`` strict, a WARNING under relaxed): a Modality other than
+    CR or DX; no ``BodyPartExamined`` naming the knee and no series description naming the
+    keyword or the knee. Errors: no PatientID, no visit, an unknown laterality. The record holds
+    participant, visit and laterality (R, L, or B for a bilateral view).
+    """
+    from pydicom.uid import MediaStorageDirectoryStorage
+
+    from kneesynth.images import read_dicom
+    from kneesynth.ingest import refuse
+
+    header = read_dicom(path, stop_before_pixels=True)
+    meta = getattr(header, "file_meta", None)
+    sop_class = str(header.get("SOPClassUID") or (meta or {}).get("MediaStorageSOPClassUID", ""))
+    if sop_class == MediaStorageDirectoryStorage or path.name.upper() == "DICOMDIR":
+        return None, "a DICOMDIR (an index of files)"
+    if "Rows" not in header:
+        return None, "not an image"
+    description = str(header.get("SeriesDescription", "") or "").strip()
+    if description and series_keyword and not series_matches(description, series_keyword):
+        return None, f"series {description!r} does not name {series_keyword!r}"
+    modality = str(header.get("Modality", "") or "").strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        refuse(
+            path,
+            f"Modality {modality or 'missing'}: not a radiograph (expected CR or DX)",
+            checks,
         )
-        if laterality not in ("R", "L", "B"):
-            raise InputError(path, f"unknown laterality {laterality!r} (expected R, L or B)")
-        rows.append(
-            {
-                "path": str(path),
-                "participant": participant,
-                "visit": visit,
-                "laterality": laterality,
-            }
+    body_part = str(header.get("BodyPartExamined", "") or "").strip()
+    knee_named = "knee" in normalise_series_text(body_part) or (
+        description
+        and (
+            "knee" in normalise_series_text(description)
+            or (series_keyword and series_matches(description, series_keyword))
         )
-    if not rows:
-        raise InputError(folder, "no OAI knee radiographs (DICOM) found")
-    return pd.DataFrame(rows)
-
-
-def dicom_knee_crops(
-    path: str | os.PathLike, laterality: str, crop_fraction: float, image_size: int
-) -> dict[str, np.ndarray]:
-    """8-bit square crops ``{side: (image_size, image_size) uint8}`` of one radiograph."""
-    import pydicom
-    from PIL import Image
-
-    try:
-        dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array.astype(np.float32)
-    except Exception as error:  # pydicom raises many types for bad pixel data
-        raise InputError(
-            path, f"cannot read the pixel data ({type(error).__name__}: {error})"
-        ) from None
-    if pixels.ndim != 2:
-        raise InputError(
-            path, f"expected a 2D grey radiograph, got pixel array shape {pixels.shape}"
-        )
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = pixels.max() - pixels  # bone bright
-    height, width = pixels.shape
-    halves = (
-        {laterality: pixels}
-        if laterality in ("R", "L")
-        else {"R": pixels[:, : width // 2], "L": pixels[:, width // 2 :]}
     )
-    crops = {}
-    for side, half in halves.items():
-        h, w = half.shape
-        size = max(2, int(min(h, w) * crop_fraction))
-        top, left = (h - size) // 2, (w - size) // 2
-        crop = half[top : top + size, left : left + size]
-        low, high = np.percentile(crop, [0.5, 99.5])
-        scaled = np.clip((crop - low) / max(high - low, 1e-6), 0.0, 1.0)
-        image = Image.fromarray(np.rint(scaled * 255).astype(np.uint8), mode="L")
-        crops[side] = np.asarray(image.resize((image_size, image_size), Image.Resampling.LANCZOS))
-    return crops
+    if not knee_named:
+        refuse(
+            path,
+            f"{'BodyPartExamined ' + body_part if body_part else 'no BodyPartExamined'} and "
+            f"{'series ' + repr(description) if description else 'no series description'}: "
+            "not a knee radiograph (expected BodyPartExamined KNEE or the series keyword "
+            f"{series_keyword!r})",
+            checks,
+        )
+    participant = str(header.get("PatientID", "") or "").strip()
+    if not participant:
+        raise InputError(path, "no PatientID: cannot tell the OAI participant")
+    visit = _visit_of(header, path)
+    if visit is None:
+        raise InputError(
+            path,
+            "cannot tell the visit: no ClinicalTrialTimePointID and no "
+            "OAI visit folder (like 0.C.2) in the path",
+        )
+    laterality = (
+        str(header.get("ImageLaterality", "") or header.get("Laterality", "") or "B")
+        .strip()
+        .upper()
+    )
+    if laterality not in ("R", "L", "B"):
+        raise InputError(path, f"unknown laterality {laterality!r} (expected R, L or B)")
+    return {
+        "path": str(path),
+        "participant": participant,
+        "visit": visit,
+        "laterality": laterality,
+    }, None
 
 
-def build_raw_manifest(
-    oai_dir: str | os.PathLike,
-    kl_tables: Sequence[str | os.PathLike],
-    image_dir: str | os.PathLike,
-    cfg: Mapping[str, Any],
+def _skip_summary(skipped: Sequence[tuple[str, str]], limit: int = 4) -> str:
+    """``'3 file(s): series 'PA HAND' does not name ... (e.g. /x/1); ...'`` for messages."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
+    ordered = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    parts = [f"{len(paths)} x {reason} (e.g. {paths[0]})" for reason, paths in ordered[:limit]]
+    if len(ordered) > limit:
+        parts.append(f"{len(ordered) - limit} other reason(s)")
+    return "; ".join(parts)
+
+
+def scan_oai_dicoms(
+    folder: str | os.PathLike,
+    series_keyword: str = "fixed flexion",
+    checks: str = "strict",
+    recursive: bool = True,
 ):
-    """Convert raw OAI DICOMs to PNG crops in ``image_dir`` and match them to KL grades.
+    """Headers of the knee radiographs under ``folder`` (see :func:`radiograph_header`).
 
-    Keys used (``ingest`` section): ``oai_missing_kl``, ``oai_readprj_priority``,
-    ``oai_series_keyword``, ``oai_crop_fraction``, ``oai_image_size``. Returns the manifest
-    without the split column. Knees without a KL grade are left out (logged).
+    Returns ``(radiographs, skipped)``: a DataFrame path, participant, visit, laterality, and
+    the skipped files as (path, reason). Every refused file is logged before the error.
+    """
+    import pandas as pd
+
+    rows, skipped, problems = [], [], []
+    for path in _dicom_candidates(Path(folder), recursive):
+        try:
+            record, reason = radiograph_header(path, series_keyword, checks)
+        except InputError as problem:
+            problems.append(problem)
+            continue
+        if record is None:
+            log.info("%s: skipped: %s", path, reason)
+            skipped.append((str(path), reason))
+        else:
+            rows.append(record)
+    raise_problems(problems)
+    return pd.DataFrame(rows, columns=["path", "participant", "visit", "laterality"]), skipped
+
+
+def crop_oai_batch(
+    oai_dir: str | os.PathLike, batch: str, out_dir: str | os.PathLike, cfg: Mapping[str, Any]
+):
+    """One crop job: the knee radiographs of one batch (:func:`oai_batches`) -> 8-bit PNG crops
+    ``<participant><side>_v<vv>.png`` in ``out_dir``, with ``radiographs.tsv`` (image,
+    participant, side, visit, source) and ``skipped.tsv`` (path, reason).
+
+    Keys used (``ingest`` section): ``oai_series_keyword``, ``input_checks``, ``oai_crop_mm``,
+    ``oai_image_size``, ``oai_pixel_spacing_mm``. Every bad file of the batch is logged before
+    the error. ``out_dir`` is written as a whole or not at all.
     """
     import pandas as pd
     from PIL import Image
 
-    from kneesynth.io import atomic_path
+    from kneesynth.images import dicom_knee_crops
+    from kneesynth.io import write_tsv
+
+    checks = cfg.get("input_checks", "strict")
+    headers, skipped = scan_oai_dicoms(
+        batch_folder(oai_dir, batch),
+        cfg["oai_series_keyword"],
+        checks,
+        recursive=batch != TOP_BATCH,
+    )
+    out_dir = Path(out_dir)
+    rows, origin, problems = [], {}, []
+    with staged_directory(out_dir) as staging:
+        for record in headers.itertuples():
+            sides = [record.laterality] if record.laterality in ("R", "L") else ["R", "L"]
+            try:
+                for side in sides:
+                    key = (record.participant, side, record.visit)
+                    if key in origin:
+                        raise InputError(
+                            record.path,
+                            f"duplicate image ID {record.participant}{side}_{record.visit} "
+                            f"(also {origin[key]})",
+                        )
+                    origin[key] = record.path
+                crops = dicom_knee_crops(
+                    record.path,
+                    record.laterality,
+                    cfg["oai_crop_mm"],
+                    cfg["oai_image_size"],
+                    cfg.get("oai_pixel_spacing_mm"),
+                )
+            except InputError as problem:
+                problems.append(problem)
+                continue
+            for side in sides:
+                name = f"{record.participant}{side}_v{record.visit[1:]}.png"
+                Image.fromarray(crops[side], mode="L").save(staging / name, format="PNG")
+                rows.append(
+                    {
+                        "image": str(out_dir / name),
+                        "participant": record.participant,
+                        "side": side,
+                        "visit": record.visit,
+                        "source": record.path,
+                    }
+                )
+        raise_problems(problems)
+        table = pd.DataFrame(rows, columns=CROP_COLUMNS)
+        write_tsv(staging / "radiographs.tsv", table)
+        write_tsv(staging / "skipped.tsv", pd.DataFrame(skipped, columns=["path", "reason"]))
+    log.info(
+        "%s: %d knee crop(s) from %d radiograph(s); %d file(s) skipped%s",
+        batch_folder(oai_dir, batch),
+        len(table),
+        len(headers),
+        len(skipped),
+        f" ({_skip_summary(skipped)})" if skipped else "",
+    )
+    return table
+
+
+def raw_manifest_from_crops(
+    crop_dirs: Sequence[str | os.PathLike],
+    kl_tables: Sequence[str | os.PathLike],
+    cfg: Mapping[str, Any],
+    oai_dir: str | os.PathLike,
+):
+    """Match the crops of every batch (:func:`crop_oai_batch`) to KL grades: the manifest
+    without the split column. Knees without a KL grade are left out (logged).
+
+    Keys used (``ingest`` section): ``oai_missing_kl``, ``oai_readprj_priority``. When no
+    radiograph is left, the error lists what was skipped and why.
+    """
+    import pandas as pd
+
+    from kneesynth.io import read_tsv
 
     tables = list(kl_tables) or find_kl_tables(oai_dir)
     if not tables:
@@ -428,65 +623,55 @@ def build_raw_manifest(
         )
     grades = read_kl_tables(tables, cfg["oai_missing_kl"], cfg["oai_readprj_priority"])
     grade_of = {(r.participant, r.side, r.visit): int(r.kl_grade) for r in grades.itertuples()}
-    headers = scan_oai_dicoms(oai_dir, cfg["oai_series_keyword"])
-    image_dir = Path(image_dir)
-    rows, origin, ungraded = [], {}, 0
-    for record in headers.itertuples():
-        sides = [record.laterality] if record.laterality in ("R", "L") else ["R", "L"]
-        for side in sides:
-            key = (record.participant, side, record.visit)
-            if key in origin:
-                raise InputError(
-                    record.path,
-                    f"duplicate image ID {record.participant}{side}_{record.visit} (also {origin[key]})",
-                )
-            origin[key] = record.path
-    for record in headers.itertuples():
-        wanted = [
-            s
-            for s in (["R", "L"] if record.laterality == "B" else [record.laterality])
-            if (record.participant, s, record.visit) in grade_of
-        ]
-        ungraded += (2 if record.laterality == "B" else 1) - len(wanted)
-        if not wanted:
-            continue
-        crops = dicom_knee_crops(
-            record.path, record.laterality, cfg["oai_crop_fraction"], cfg["oai_image_size"]
+    crops, skipped = [], []
+    for folder in crop_dirs:
+        folder = Path(folder)
+        crops.append(
+            read_tsv(folder / "radiographs.tsv", CROP_COLUMNS).astype({"participant": str})
         )
-        for side in wanted:
-            out = image_dir / f"{record.participant}{side}_v{record.visit[1:]}.png"
-            with atomic_path(out) as tmp:
-                Image.fromarray(crops[side], mode="L").save(tmp, format="PNG")
-            rows.append(
-                {
-                    "image": str(out),
-                    "participant": record.participant,
-                    "side": side,
-                    "visit": record.visit,
-                    "kl_grade": grade_of[(record.participant, side, record.visit)],
-                }
-            )
+        skipped += [
+            (str(r.path), str(r.reason))
+            for r in read_tsv(folder / "skipped.tsv", ["path", "reason"]).itertuples()
+        ]
+    crops = pd.concat(crops, ignore_index=True) if crops else pd.DataFrame(columns=CROP_COLUMNS)
+    if crops.empty:
+        why = f"; skipped {len(skipped)} file(s): {_skip_summary(skipped)}" if skipped else ""
+        raise InputError(oai_dir, f"no OAI knee radiographs (DICOM) found{why}")
+    keys = crops["participant"] + crops["side"] + "_" + crops["visit"]
+    repeated = keys.duplicated(keep=False)
+    if repeated.any():
+        key = keys[repeated].iloc[0]
+        sources = crops.loc[keys == key, "source"].tolist()
+        raise InputError(sources[1], f"duplicate image ID {key} (also {sources[0]})")
+    graded = [(r.participant, r.side, r.visit) in grade_of for r in crops.itertuples(index=False)]
+    ungraded = len(crops) - int(np.sum(graded))
     if ungraded:
         log.warning("%d knee image(s) have no KL grade in the tables and are left out", ungraded)
-    if not rows:
+    manifest = crops[graded].copy()
+    if manifest.empty:
         raise InputError(oai_dir, "no radiograph matches a KL grade in the tables")
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
+    manifest["kl_grade"] = [
+        grade_of[(r.participant, r.side, r.visit)] for r in manifest.itertuples(index=False)
+    ]
+    return manifest[MANIFEST_COLUMNS[:-1]].reset_index(drop=True)
 
 
-@contextlib.contextmanager
-def staged_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty folder beside ``path``; it replaces ``path`` on success, vanishes on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield staging
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def build_raw_manifest(
+    oai_dir: str | os.PathLike,
+    kl_tables: Sequence[str | os.PathLike],
+    image_dir: str | os.PathLike,
+    cfg: Mapping[str, Any],
+):
+    """Convert raw OAI DICOMs to PNG crops in ``image_dir/<batch>/`` (every batch of
+    :func:`oai_batches`) and match them to KL grades (:func:`raw_manifest_from_crops`).
+
+    The workflow runs the same steps as separate jobs (one per batch, then the manifest).
+    """
+    crop_dirs = []
+    for batch in oai_batches(oai_dir):
+        crop_oai_batch(oai_dir, batch, Path(image_dir) / batch, cfg)
+        crop_dirs.append(Path(image_dir) / batch)
+    return raw_manifest_from_crops(crop_dirs, kl_tables, cfg, oai_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,12 +727,14 @@ def ingest_oai(
     seed: int,
     kl_tables: Sequence[str] = (),
     image_dir: str | os.PathLike | None = None,
+    crop_dirs: Sequence[str | os.PathLike] | None = None,
 ) -> None:
     """Write ``manifest.tsv`` and ``participants.tsv`` for a Chen-layout or raw OAI folder.
 
     ``seed`` is the workflow's base seed; ``splits_cfg`` keys used: ``oai_mode``,
-    ``oai_fractions``. For ``raw``,
-    ``image_dir`` receives the PNG crops.
+    ``oai_fractions``. For ``raw``: ``crop_dirs`` are the folders the crop jobs wrote
+    (:func:`crop_oai_batch`, one per batch); without them every batch is cropped here, into
+    ``image_dir/<batch>/``.
     """
     from kneesynth.io import write_tsv
     from kneesynth.seeding import derive_seed
@@ -555,17 +742,22 @@ def ingest_oai(
     if oai_format == "chen":
         manifest = read_chen_layout(oai_dir)
     elif oai_format == "raw":
-        if image_dir is None:
-            raise ValueError("raw OAI needs an image_dir for the PNG crops")
+        if image_dir is None and crop_dirs is None:
+            raise ValueError("raw OAI needs crop_dirs or an image_dir for the PNG crops")
         if splits_cfg["oai_mode"] == "folder":
             raise InputError(
                 oai_dir,
                 "splits.oai_mode 'folder' needs the Chen layout; raw OAI has no split folders",
             )
-        image_dir = Path(image_dir)
-        with staged_directory(image_dir) as staging:
-            manifest = build_raw_manifest(oai_dir, kl_tables, staging, ingest_cfg)
-        manifest["image"] = [str(image_dir / Path(p).name) for p in manifest["image"]]
+        if crop_dirs is not None:
+            manifest = raw_manifest_from_crops(crop_dirs, kl_tables, ingest_cfg, oai_dir)
+        else:
+            image_dir = Path(image_dir)
+            with staged_directory(image_dir) as staging:
+                manifest = build_raw_manifest(oai_dir, kl_tables, staging, ingest_cfg)
+            manifest["image"] = [
+                str(image_dir / Path(p).relative_to(staging)) for p in manifest["image"]
+            ]
     else:
         raise ValueError(f"unknown data.oai_format {oai_format!r} (chen or raw)")
     manifest, participants = assign_participant_splits(

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from kneesynth.errors import InputError
@@ -94,19 +93,13 @@ def resolve_image(image: str, manifest: str | os.PathLike[str]) -> Path:
 
 
 def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int) -> np.ndarray:
-    """Read grey-level images into ``(n, image_size, image_size)`` uint8 (bilinear resize if needed)."""
+    """Read radiographs into ``(n, image_size, image_size)`` uint8 (:mod:`kneesynth.images`:
+    8/16-bit, RGB, one intensity rule; bilinear resize if needed)."""
+    from kneesynth.images import read_radiograph, to_uint8
+
     images = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
     for index, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                grey = image.convert("L")
-                if grey.size != (image_size, image_size):
-                    grey = grey.resize((image_size, image_size), Image.BILINEAR)
-                images[index] = np.asarray(grey, dtype=np.uint8)
-        except FileNotFoundError:
-            raise InputError(path, "image file not found (listed in the OAI manifest)") from None
-        except OSError as error:
-            raise InputError(path, f"cannot read image ({error})") from None
+        images[index] = to_uint8(read_radiograph(path, image_size))
     return images
 
 

@@ -726,7 +726,7 @@ def write_phantom_oai(
     """
     from PIL import Image
 
-    from kneesynth.oai import staged_directory
+    from kneesynth.io import staged_directory
 
     out_dir = Path(out_dir)
     radiographs = phantom_radiographs(cfg, seed, split_fractions)

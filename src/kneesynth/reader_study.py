@@ -25,8 +25,6 @@ import csv
 import itertools
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,7 +105,7 @@ def make_reader_kit(
     """
     from PIL import Image
 
-    from kneesynth.io import atomic_path
+    from kneesynth.io import atomic_path, staged_directory
 
     real, synthetic = np.asarray(real), np.asarray(synthetic)
     if real.shape[1:] != synthetic.shape[1:]:
@@ -132,9 +130,7 @@ def make_reader_kit(
     )
 
     kit_dir = Path(kit_dir)
-    kit_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{kit_dir.name}.", dir=kit_dir.parent))
-    try:
+    with staged_directory(kit_dir) as staging:  # modes follow the umask; full disk: one line
         (staging / "images").mkdir()
         for i in sorted(
             range(len(images)), key=lambda j: ids[j]
@@ -142,12 +138,6 @@ def make_reader_kit(
             Image.fromarray(to_png8(images[i]), mode="L").save(staging / "images" / f"{ids[i]}.png")
         key[["image_id"]].assign(answer="").to_csv(staging / "answer_sheet.csv", index=False)
         (staging / "README.txt").write_text(READER_INSTRUCTIONS.format(generator=generator))
-        if kit_dir.exists():
-            shutil.rmtree(kit_dir)
-        os.replace(staging, kit_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     with atomic_path(key_path) as tmp:
         key.to_csv(tmp, index=False)
     logger.info(

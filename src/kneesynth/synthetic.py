@@ -6,11 +6,19 @@ A synthetic set lives in ``results/samples/study_b/{generator}/``::
     dicom/{generator}_kl{g}_{i:05d}.dcm    the same pixels as a DICOM Secondary Capture image
     manifest.tsv                           image, kl_grade, generator, seed, dicom
 
-The DICOM files say plainly that they are synthetic: ImageType ``DERIVED\\SECONDARY``,
-ConversionType ``SYN`` (synthetic image), ``SYNTHETIC`` in SeriesDescription, ImageComments and
-PatientName, BurnedInAnnotation ``NO``, a fresh ``SYNTH-<hash>`` PatientID, and new UIDs. They carry
-nothing from any source image: the generators never see identifiers, and the header is built
-from scratch here from (generator, KL grade, seed) only.
+The DICOM files are built with highdicom's Secondary Capture (:class:`highdicom.sc.SCImage`) and
+pass dicom3tools' ``dciodvfy`` and ``dcentvfy`` without errors. They say plainly that they are
+synthetic: ImageType ``DERIVED\\SECONDARY``, ConversionType ``SYN`` (synthetic image),
+``SYNTHETIC`` in SeriesDescription, ImageComments and PatientName, BurnedInAnnotation ``NO``.
+A set is one study of one synthetic patient (a fresh ``SYNTH-<hash>`` PatientID) in one series;
+study date and time are a fixed synthetic date (:data:`SYNTHETIC_DATE`), the study ID
+``SYNTH``. Laterality is present and empty (DICOM's "unknown": the generators draw knees of
+either side), PatientOrientation ``L\\F`` (rows run to the patient's left, columns to the
+feet: the training radiographs are viewed facing the patient). Every UID is new, under
+pydicom's root, and reproducible from names: the generator and a SHA-256 of the set's pixels
+and seeds, so the same images get the same UIDs in every run and different images never do.
+They carry nothing from any source image: the generators never see identifiers, and the header
+is built from scratch here from (generator, KL grade, seed, pixels) only.
 """
 
 from __future__ import annotations
@@ -28,15 +36,14 @@ import pandas as pd
 from PIL import Image
 
 from kneesynth.errors import InputError
-from kneesynth.io import atomic_path, write_tsv
-from kneesynth.oai import staged_directory
+from kneesynth.images import read_radiograph
+from kneesynth.io import atomic_path, staged_directory, write_tsv
 from kneesynth.oai_generators import KL_GRADES, grade_counts
 from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage SOP class
 SAMPLE_MANIFEST_COLUMNS = ("image", "kl_grade", "generator", "seed", "dicom")
 BALANCE_POLICIES = ("to_max", "per_grade")
 
@@ -88,16 +95,33 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
 
 
 def _uid(*names: object) -> str:
-    """A new DICOM UID (2.25 root) from ``pydicom.uid.generate_uid``, reproducible from names."""
-    from pydicom.uid import generate_uid
+    """A new DICOM UID reproducible from ``names``: pydicom's ``generate_uid`` under pydicom's
+    root, with the names as its entropy source (pydicom ignores the entropy sources when the
+    prefix is None, so the prefix is given)."""
+    from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
-    return generate_uid(prefix=None, entropy_srcs=["kneesynth", *map(str, names)])
+    return generate_uid(
+        prefix=PYDICOM_ROOT_UID, entropy_srcs=["/".join(["kneesynth", *map(str, names)])]
+    )
 
 
-def synthetic_patient_id(generator: str, seed: int) -> str:
-    """``SYNTH-<12 hex>``: a fresh identifier derived from the generator and seed only."""
-    digest = hashlib.sha256(f"kneesynth/{generator}/{int(seed)}".encode()).hexdigest()[:12]
+def synthetic_patient_id(generator: str, set_digest: str) -> str:
+    """``SYNTH-<12 hex>``: the one synthetic patient of a set, from the generator and the
+    set's digest only."""
+    digest = hashlib.sha256(f"kneesynth/{generator}/{set_digest}".encode()).hexdigest()[:12]
     return f"SYNTH-{digest.upper()}"
+
+
+def set_digest(images: np.ndarray, seeds: Sequence[int]) -> str:
+    """SHA-256 (hex) of a synthetic set's pixels and per-image seeds: what its UIDs derive from."""
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    digest.update(np.asarray(list(seeds), dtype=np.int64).tobytes())
+    digest.update(str(np.shape(images)).encode())
+    return digest.hexdigest()
+
+
+#: Fixed study/content date and time of every synthetic image (they were never acquired).
+SYNTHETIC_DATE, SYNTHETIC_TIME = "20000101", "000000"
 
 
 def synthetic_dicom(
@@ -108,56 +132,53 @@ def synthetic_dicom(
     instance_number: int,
     study_uid: str,
     series_uid: str,
+    patient_id: str,
+    sop_uid: str,
 ):
-    """A pydicom Dataset (Secondary Capture, MONOCHROME2, 8 bit) holding ``image`` (H, W) uint8."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    """A Secondary Capture dataset (highdicom, MONOCHROME2, 8 bit) holding ``image`` (H, W)
+    uint8, one instance of the set's study and series (see the module docstring)."""
+    from highdicom.sc import SCImage
 
     image = np.ascontiguousarray(image, dtype=np.uint8)
     if image.ndim != 2:
         raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
-    sop_uid = _uid(generator, "image", kl_grade, seed, instance_number)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds = SCImage(
+        pixel_array=image,
+        photometric_interpretation="MONOCHROME2",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        series_number=1,
+        sop_instance_uid=sop_uid,
+        instance_number=int(instance_number),
+        manufacturer="kneesynth",
+        patient_id=patient_id,
+        patient_name=f"SYNTHETIC^{generator}",
+        study_id="SYNTH",
+        study_date=SYNTHETIC_DATE,
+        study_time=SYNTHETIC_TIME,
+        patient_orientation=("L", "F"),
+    )
+    ds.Laterality = ""  # present and empty: unknown (a synthetic knee has no side)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ConversionType = "SYN"  # DICOM defined term: synthetic image
-    ds.Modality = "OT"
     ds.SeriesDescription = f"SYNTHETIC knee radiograph ({generator}, kneesynth)"
     ds.ImageComments = (
         f"SYNTHETIC image drawn by generator {generator} for Kellgren-Lawrence "
         f"grade {int(kl_grade)} from seed {int(seed)}; not an image of a patient"
     )
     ds.BurnedInAnnotation = "NO"
-    ds.PatientName = f"SYNTHETIC^{generator}"
-    ds.PatientID = synthetic_patient_id(generator, seed)
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyDate = ""
-    ds.StudyTime = ""
-    ds.ReferringPhysicianName = ""
-    ds.AccessionNumber = ""
-    ds.StudyID = ""
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = int(instance_number)
     ds.BodyPartExamined = "KNEE"
-    ds.Manufacturer = "kneesynth"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = image.shape
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = image.tobytes()
+    # reproducible files: the fixed synthetic date instead of the time of writing
+    ds.ContentDate, ds.ContentTime = SYNTHETIC_DATE, SYNTHETIC_TIME
+    ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = SYNTHETIC_DATE, SYNTHETIC_TIME
+    for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            del item.ContributionDateTime
     return ds
 
 
@@ -187,8 +208,10 @@ def write_synthetic_set(
     if len(images) != len(plan):
         raise ValueError(f"{len(images)} images for a plan of {len(plan)}")
     remove_stale_staging(out_dir)
-    study_uid = _uid(generator, "study")
-    series_uid = _uid(generator, "series")
+    digest = set_digest(images, plan["seed"].tolist())
+    study_uid = _uid(generator, digest, "study")
+    series_uid = _uid(generator, digest, "series")
+    patient_id = synthetic_patient_id(generator, digest)
     rows = []
     in_place = manifest_path is None or Path(manifest_path) == out_dir / "manifest.tsv"
     with staged_directory(out_dir) as staging:
@@ -209,6 +232,8 @@ def write_synthetic_set(
                     number,
                     study_uid,
                     series_uid,
+                    patient_id,
+                    _uid(generator, digest, "image", number),
                 ),
             )
             rows.append(
@@ -282,8 +307,7 @@ def plot_kl_grid(
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if k < len(paths):
-                    with Image.open(paths[k]) as image:
-                        ax.imshow(np.asarray(image.convert("L")), cmap="gray", vmin=0, vmax=255)
+                    ax.imshow(read_radiograph(paths[k]), cmap="gray", vmin=0.0, vmax=1.0)
                 if r == 0 and k == 0:
                     ax.set_title(title, fontsize=9, loc="left")
                 if c == 0 and k == 0:

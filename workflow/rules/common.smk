@@ -6,6 +6,7 @@ import sys
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
 from kneesynth.ingest import list_volumes, volume_names
+from kneesynth.oai import batch_folder, oai_batches
 from kneesynth.study_a_settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
 
 try:
@@ -13,9 +14,21 @@ try:
         config,
         workflow.source_path("../schemas/config.schema.yaml"),
         workflow.configfiles,
+        workflow.config_settings.config_args,
     )
 except InputError as error:
     sys.exit(f"kneesynth: error: {error}")
+
+
+onstart:
+    # before the first job: a read-only or full results/ is one line, not a job's traceback
+    from kneesynth.io import check_writable
+
+    try:
+        check_writable("results")
+    except InputError as error:
+        sys.exit(f"kneesynth: error: {error}")
+
 
 # The {volume} wildcard values, known at parse time: phantom names computed from the config
 # (nothing rendered), or the volumes found in data.sicas_dir.
@@ -27,6 +40,7 @@ except InputError as error:  # e.g. an empty or missing data.sicas_dir: one line
 
 wildcard_constraints:
     volume=r"[^/]+",
+    batch=r"[^/]+",
     condition=r"contour|contour_bone",
 
 
@@ -48,12 +62,35 @@ DATA_REAL_OAI = bool(config["data"].get("oai_dir"))
 DATA_OAI_RAW = DATA_REAL_OAI and config["data"].get("oai_format", "chen") == "raw"
 
 
-def ct_sources(wildcards):
-    """Raw CT volumes in VOLUMES order: the SICAS folder's files or the phantom NIfTIs."""
+SICAS_VOLUMES = (
+    {}
+)  # {volume: file or DICOM folder} of data.sicas_dir, listed on first use
+
+
+def ct_source(wildcards):
+    """One raw CT volume: its file or DICOM folder in the SICAS folder, or the phantom NIfTI."""
     if DATA_REAL_CT:
-        found = list_volumes(config["data"]["sicas_dir"])
-        return [str(found[volume]) for volume in VOLUMES]
-    return expand("results/phantom/sicas/{volume}.nii", volume=VOLUMES)
+        if not SICAS_VOLUMES:
+            SICAS_VOLUMES.update(list_volumes(config["data"]["sicas_dir"]))
+        return str(SICAS_VOLUMES[wildcards.volume])
+    return f"results/phantom/sicas/{wildcards.volume}.nii"
+
+
+# Raw OAI is cropped in batches, one job each (its subfolders: OAI's visit folders).
+try:
+    OAI_BATCHES = oai_batches(config["data"]["oai_dir"]) if DATA_OAI_RAW else []
+except InputError as error:
+    sys.exit(f"kneesynth: error: {error}")
+
+
+def oai_batch_folder(wildcards):
+    """The raw OAI folder that one crop job reads."""
+    return str(batch_folder(config["data"]["oai_dir"], wildcards.batch))
+
+
+def oai_crop_dirs(wildcards):
+    """The crop jobs' folders that the raw OAI manifest is built from (none for Chen)."""
+    return expand("results/oai/crops/{batch}", batch=OAI_BATCHES)
 
 
 def oai_source(wildcards):

@@ -1,7 +1,10 @@
 # Stage data: phantom CTs and radiographs (without real data), standardised CT volumes,
-# the OAI manifest and the train/val/test splits. The input functions below pick phantom or
-# real folders from config["data"]; VOLUMES (the {volume} wildcard values) is computed at
-# parse time by kneesynth.ingest.volume_names without rendering or reading any image.
+# the OAI manifest and the train/val/test splits. The input functions (common.smk) pick
+# phantom or real folders from config["data"]; VOLUMES (the {volume} wildcard values) is
+# computed at parse time by kneesynth.ingest.volume_names without rendering or reading any
+# image, and OAI_BATCHES (raw OAI) by kneesynth.oai.oai_batches. One ingest job per volume and
+# one crop job per raw OAI batch: a bad input fails its own job, and --keep-going reports
+# every bad one in one run without deleting the good ones.
 DATA_DATA = [
     *expand("results/ct/{volume}.nii.gz", volume=VOLUMES),
     "results/splits/volumes.tsv",
@@ -53,13 +56,13 @@ if not DATA_REAL_OAI:
 
 rule ingest_ct:
     input:
-        volumes=ct_sources,
+        volume=ct_source,
     output:
-        volumes=expand("results/ct/{volume}.nii.gz", volume=VOLUMES),
+        volume="results/ct/{volume}.nii.gz",
     log:
-        "logs/ingest_ct/ingest_ct.log",
+        "logs/ingest_ct/{volume}.log",
     benchmark:
-        "benchmarks/ingest_ct/ingest_ct.tsv"
+        "benchmarks/ingest_ct/{volume}.tsv"
     conda:
         "../../envs/kneesynth.yaml"
     threads: 1
@@ -86,14 +89,35 @@ rule split_volumes:
         "../scripts/split_volumes.py"
 
 
+if DATA_OAI_RAW:
+
+    rule crop_oai_radiographs:
+        input:
+            folder=oai_batch_folder,
+        output:
+            crops=directory("results/oai/crops/{batch}"),
+        log:
+            "logs/crop_oai_radiographs/{batch}.log",
+        benchmark:
+            "benchmarks/crop_oai_radiographs/{batch}.tsv"
+        conda:
+            "../../envs/kneesynth.yaml"
+        threads: 1
+        params:
+            oai_dir=config["data"]["oai_dir"],
+            ingest=config["ingest"],
+        script:
+            "../scripts/crop_oai_radiographs.py"
+
+
 rule ingest_oai:
     input:
         oai=oai_source,
         kl_tables=oai_kl_tables,
+        crops=oai_crop_dirs,
     output:
         manifest="results/oai/manifest.tsv",
         participants="results/splits/participants.tsv",
-        images=directory("results/oai/images") if DATA_OAI_RAW else [],
     log:
         "logs/ingest_oai/ingest_oai.log",
     benchmark:

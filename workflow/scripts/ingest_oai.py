@@ -1,5 +1,5 @@
-"""Rule ingest_oai: OAI folder (Chen layout or raw DICOM + KL tables) -> results/oai/manifest.tsv
-and results/splits/participants.tsv."""
+"""Rule ingest_oai: OAI folder (Chen layout, or the raw DICOM crops + KL tables) ->
+results/oai/manifest.tsv and results/splits/participants.tsv."""
 
 from kneesynth.workflow import run_script
 
@@ -16,7 +16,7 @@ def main(snakemake):
         snakemake.params.splits,
         snakemake.params.seed,
         kl_tables=list(snakemake.input.kl_tables),
-        image_dir=snakemake.output.get("images"),
+        crop_dirs=list(snakemake.input.crops) if snakemake.params.oai_format == "raw" else None,
     )
 
 
