@@ -89,3 +89,12 @@ def test_snakemake_stops_with_one_line_on_a_bad_config(tmp_path):
     assert len(errors) == 1, run.stderr
     assert "seed: -3 is less than the minimum of 0" in errors[0]
     assert not (REPO / "results" / "bad").exists()
+
+
+def test_memorization_probe_needs_the_shared_base():
+    config = copy.deepcopy(_load("config/config.yaml"))
+    config["study_b"]["generators"]["ddpm"]["base_steps"] = 0
+    with pytest.raises(InputError, match="memorization_probe.enabled needs .*base_steps > 0"):
+        validate_config(config, SCHEMA, ["config/config.yaml"])
+    config["checks"]["memorization_probe"]["enabled"] = False
+    validate_config(config, SCHEMA, ["config/config.yaml"])
