@@ -11,8 +11,8 @@ realism.tsv, memorization.tsv), with the same number of images and the same KL g
   the ``checks.controls.holdout_split``, by default the validation split, while the metrics
   compare against the test split): the best a generator can do without copying;
 - ``control_noise``: a degenerate generator: Gaussian noise with the real images' mean and
-  power spectrum (``spectrum``; it has their grey levels and texture scale but no anatomy), or
-  heavily blurred real images (``blur``).
+  (radially averaged) power spectrum (``spectrum``; it has their grey levels and texture scale
+  but no anatomy), or heavily blurred real images (``blur``).
 
 :func:`controls_table` then judges every check on its controls (``controls.tsv``): the
 memorisation check must flag >= 95 % of control_copy and <= 5 % of control_holdout; the C2ST
@@ -49,27 +49,43 @@ TABLE_COLUMNS = ["study", "check", "control", "value", "expected", "passes", "de
 COPY_FLAGGED_MIN = 0.95
 HOLDOUT_FLAGGED_MAX = 0.05
 NOISE_AUC_MIN = 0.95
-PROBE_FLAGGED_MIN = 0.5
+PROBE_FLAGGED_MIN = 0.25  # a generator that copies a quarter of its draws memorises
 
 
 # --------------------------------------------------------------------------------------------
 # Control images (shared by both studies); images float (n, H, W) in [0, 1]
 # --------------------------------------------------------------------------------------------
+def radial_average(power: np.ndarray) -> np.ndarray:
+    """A 2-D power spectrum (H, W) (numpy FFT layout) averaged over rings of equal spatial
+    frequency |k| and written back to (H, W): the isotropic spectrum with the same radial
+    profile."""
+    h, w = power.shape
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij"))
+    ring = np.rint(radius).astype(int)
+    totals = np.bincount(ring.ravel(), weights=power.ravel())
+    counts = np.bincount(ring.ravel())
+    return (totals / np.maximum(counts, 1))[ring]
+
+
 def spectrum_noise(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` images of Gaussian noise with the mean and power spectrum of ``pool``.
 
     Each image is the mean grey level of a random pool image plus a stationary Gaussian field
     whose expected power spectrum is the pool's mean power spectrum (of the mean-removed
-    images): white noise filtered by the square root of that spectrum. It has the real images'
-    brightness, contrast and texture scale and none of their anatomy. ``pool`` (m, H, W) in
-    [0, 1]; returns (count, H, W) float32 in [0, 1].
+    images), averaged over directions (:func:`radial_average`): white noise filtered by the
+    square root of that spectrum. It has the real images' brightness, contrast and texture
+    scale, and no anatomy and no orientation (the full 2-D spectrum of aligned knees would
+    draw vertical bands that look like a leg). ``pool`` (m, H, W) in [0, 1]; returns
+    (count, H, W) float32 in [0, 1].
     """
     pool = np.asarray(pool, dtype=np.float64)
     if pool.ndim != 3 or len(pool) == 0:
         raise ValueError(f"spectrum_noise needs a non-empty (m, H, W) pool, got {pool.shape}")
     means = pool.mean(axis=(1, 2))
     centred = pool - means[:, None, None]
-    amplitude = np.sqrt(np.mean(np.abs(np.fft.fft2(centred)) ** 2, axis=0))
+    power = radial_average(np.mean(np.abs(np.fft.fft2(centred)) ** 2, axis=0))
+    power[0, 0] = 0.0  # the mean comes from ``means``
+    amplitude = np.sqrt(power)
     out = np.empty((int(count), *pool.shape[1:]), dtype=np.float32)
     for i in range(int(count)):
         white = rng.standard_normal(pool.shape[1:])
@@ -421,8 +437,8 @@ def distance_control_rows(
 
 def probe_rows(memorization: pd.DataFrame | None, study: str = "B") -> list[dict]:
     """The memorisation probe (a DDPM trained on a few images until it copies them) must be
-    flagged (>= 50 %), its full-data twin far less: at most half as often and significantly
-    less (Fisher's exact test, one-sided, p < 0.05)."""
+    flagged (>= 25 % of its images), its full-data twin far less: at most half as often and
+    significantly less (Fisher's exact test, one-sided, p < 0.05)."""
     from scipy.stats import fisher_exact
 
     if memorization is None or PROBE not in set(memorization["model"].astype(str)):

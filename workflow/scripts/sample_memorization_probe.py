@@ -10,7 +10,10 @@ def main(snakemake):
     from kneesynth.compute import device_for
     from kneesynth.synthetic import make_evaluation_set
 
-    weights = {"memorization_probe": snakemake.input.probe, "memorization_probe_full": snakemake.input.full}
+    weights = {
+        "memorization_probe": snakemake.input.probe,
+        "memorization_probe_full": snakemake.input.full,
+    }
     for manifest in snakemake.output.manifests:
         name = Path(manifest).parent.name
         make_evaluation_set(
