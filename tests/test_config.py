@@ -171,3 +171,12 @@ def test_snakemake_accepts_a_nested_override_and_names_a_bad_one(tmp_path):
         "kneesynth: error: --config projection={n_views: sixty}: projection.n_views: 'sixty' "
         "is not of type 'integer'"
     ], bad.stderr
+
+
+def test_memorization_probe_needs_the_shared_base():
+    config = copy.deepcopy(_load("config/config.yaml"))
+    config["study_b"]["generators"]["ddpm"]["base_steps"] = 0
+    with pytest.raises(InputError, match="memorization_probe.enabled needs .*base_steps > 0"):
+        validate_config(config, SCHEMA, ["config/config.yaml"])
+    config["checks"]["memorization_probe"]["enabled"] = False
+    validate_config(config, SCHEMA, ["config/config.yaml"])

@@ -15,9 +15,12 @@ from kneesynth.fid import (
     fid_rows,
     fid_table,
     frechet_distance,
+    frechet_distance_se,
     inception_extractor,
+    kernel_inception_distance,
     train_feature_net,
 )
+from kneesynth.training import load_weights
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -49,21 +52,54 @@ def test_fid_rows_per_grade_and_direction_note():
         "ddpm_cond": (real + rng.normal(scale=0.1, size=real.shape), grades),
         "wgan": (real + 3.0, grades),
     }
-    rows = pd.DataFrame(fid_rows(real, grades, synthetic, "test_features"))
-    assert len(rows) == 12
-    assert rows["condition"].tolist()[:6] == ["overall", "kl0", "kl1", "kl2", "kl3", "kl4"]
+    rows = pd.DataFrame(fid_rows(real, grades, synthetic, "test_features", subsets=20))
+    assert len(rows) == 2 * 6 * 4  # generators x conditions x (fid, fid_se, kid, kid_se)
+    conditions = rows.loc[rows["metric"] == "fid", "condition"].tolist()
+    assert conditions[:6] == ["overall", "kl0", "kl1", "kl2", "kl3", "kl4"]
+    assert set(rows["metric"]) == {"fid", "fid_se", "kid", "kid_se"}
     assert set(rows["n_real"]) == {50, 10}
-    overall = rows[rows["condition"] == "overall"].set_index("model")["value"]
-    assert overall["ddpm_cond"] < overall["wgan"]
-    note = rows.loc[
-        (rows["model"] == "ddpm_cond") & (rows["condition"] == "overall"), "note"
-    ].item()
-    assert "same direction" in note
+    for metric in ("fid", "kid"):
+        overall = rows[(rows["condition"] == "overall") & (rows["metric"] == metric)]
+        value = overall.set_index("model")["value"]
+        assert value["ddpm_cond"] < value["wgan"]
+        note = overall.set_index("model")["note"]["ddpm_cond"]
+        assert "same direction" in note
+    se = rows[rows["metric"].str.endswith("_se") & (rows["condition"] == "overall")]
+    assert (se["value"] > 0).all()
     assert (rows["features"] == "test_features").all()
-    few = pd.DataFrame(fid_rows(real, grades, {"wgan": (real[:11], grades[:11])}, "f"))
-    kl1 = few[few["condition"] == "kl1"].iloc[0]
+    few = pd.DataFrame(fid_rows(real, grades, {"wgan": (real[:11], grades[:11])}, "f", subsets=5))
+    kl1 = few[(few["condition"] == "kl1") & (few["metric"] == "fid")].iloc[0]
     assert kl1["n_synthetic"] == 1 and np.isnan(kl1["value"])
-    assert "fewer than 2 images" in kl1["note"]
+    assert "too few images" in kl1["note"]
+
+
+def test_kid_is_unbiased_and_has_a_standard_error():
+    """KID of two samples of one distribution is ~0 whatever n (FID is not), and grows with a
+    shift; its SE from half-subsets is no smaller than the spread of KID over fresh samples."""
+    rng = np.random.default_rng(3)
+    same = [
+        kernel_inception_distance(rng.normal(size=(40, 4)), rng.normal(size=(40, 4)), 30, seed=s)
+        for s in range(20)
+    ]
+    values = np.array([v for v, _ in same])
+    ses = np.array([se for _, se in same])
+    assert abs(values.mean()) < 2 * values.std() / np.sqrt(len(values)) + 1e-3
+    # conservative: at least the spread over fresh samples, at most ~2x (MMD^2 of equal
+    # distributions is a degenerate U-statistic: its variance falls as 1/n^2, the jackknife's
+    # half-subsets overstate it)
+    assert 0.8 * values.std() <= ses.mean() <= 3 * values.std()
+    shifted, se = kernel_inception_distance(
+        rng.normal(size=(40, 4)), rng.normal(loc=1.0, size=(40, 4)), 30
+    )
+    assert shifted > 2 * se > 0
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    assert kernel_inception_distance(a, b, 10, seed=1) == kernel_inception_distance(
+        a, b, 10, seed=1
+    )
+    assert all(np.isnan(kernel_inception_distance(a[:3], b, 10)))
+    fid_small = frechet_distance(rng.normal(size=(10, 4)), rng.normal(size=(10, 4)))
+    assert fid_small > 1.0  # FID's small-sample bias
+    assert frechet_distance_se(a, b, 20) > 0
 
 
 def test_inception_option_needs_torchscript(tmp_path):
@@ -145,9 +181,22 @@ def test_feature_net_and_fid_table(tmp_path):
     test.assign(generator="ddpm_cond")[["image", "kl_grade", "generator"]].to_csv(
         sample_manifest, sep="\t", index=False
     )
-    table = fid_table(manifest, [sample_manifest], weights, FID_CONFIG)
-    assert table.loc[table["condition"] == "overall", "value"].item() == pytest.approx(0, abs=1e-6)
-    assert (table["n_synthetic"].iloc[1:] == 3).all()
+    table = fid_table(manifest, [sample_manifest], weights, {**FID_CONFIG, "subsets": 5})
+    overall = table[table["condition"] == "overall"].set_index("metric")["value"]
+    assert overall["fid"] == pytest.approx(0, abs=1e-6)
+    assert (table.loc[table["condition"] != "overall", "n_synthetic"] == 3).all()
+
+
+def test_rotation_task_feature_net(tmp_path):
+    manifest = tiny_oai(tmp_path)
+    weights = tmp_path / "fid_features.pt"
+    config = {**FID_CONFIG, "classifier": {**FID_CONFIG["classifier"], "rotation": True}}
+    train_feature_net(manifest, config, SIZE, weights, tmp_path / "state", 3)
+    state_dict, meta = load_weights(weights)
+    assert state_dict["class_layers.out.weight"].shape[0] == 5 + 4  # KL grades + quarter turns
+    extract, features, _ = classifier_extractor(weights)
+    assert "kl_rotation" in features and f"{SIZE}px" in features
+    assert extract(np.zeros((2, SIZE, SIZE), np.uint8)).shape == (2, 10)
 
 
 def test_fid_table_rejects_inception_without_weights(tmp_path):

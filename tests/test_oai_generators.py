@@ -269,3 +269,104 @@ def test_resume_state_is_removed_once_weights_are_written(tmp_path):
     state = tmp_path / "state" / "wgan"
     train_generator("wgan", manifest, tiny_config(steps=3), tmp_path / "w.pt", state, 7)
     assert (tmp_path / "w.pt").exists() and not state.exists()
+
+
+def test_patched_unet_keeps_every_pixel():
+    settings = unet_settings({**tiny_config()["ddpm"], "patch_size": 2}, SIZE, conditional=True)
+    assert settings["sample_size"] == SIZE // 2 and settings["in_channels"] == 4
+    net = build_unet(settings)
+    x = torch.randn(3, 1, SIZE, SIZE)
+    out = net(x, torch.tensor([1, 2, 3]), class_labels=torch.tensor([0, 1, 5])).sample
+    assert out.shape == x.shape and net.config.sample_size == SIZE
+    with pytest.raises(ValueError, match="not divisible"):
+        unet_settings({**tiny_config()["ddpm"], "patch_size": 3}, SIZE, conditional=False)
+
+
+def test_standardiser_round_trip_and_spread():
+    from kneesynth.oai_generators import destandardise, standardise, standardiser
+
+    images = np.random.default_rng(0).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
+    stats = standardiser(images)
+    data = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)
+    z = standardise(data, stats)
+    assert z.mean().abs() < 1e-5 and float(z.std()) == pytest.approx(0.5, rel=1e-3)
+    torch.testing.assert_close(destandardise(z, stats), data)
+    assert standardise(data, None) is data
+
+
+def test_min_snr_weights():
+    from kneesynth.oai_generators import loss_weights
+
+    a_bar = torch.tensor([0.999, 0.9, 0.5, 0.01])
+    snr = a_bar / (1 - a_bar)
+    torch.testing.assert_close(loss_weights(a_bar, "epsilon", None), torch.ones(4))
+    eps = loss_weights(a_bar, "epsilon", 5.0)
+    torch.testing.assert_close(eps, snr.clamp(max=5.0) / snr)
+    assert eps[0] < 1 and eps[-1] == 1  # nearly clean steps weigh less, noisy ones fully
+    torch.testing.assert_close(
+        loss_weights(a_bar, "v_prediction", 5.0), snr.clamp(max=5.0) / (snr + 1)
+    )
+
+
+def standardised_config(steps=2):
+    config = tiny_config(steps)
+    config["ddpm"] = {**config["ddpm"], "standardise": True, "min_snr_gamma": 5.0,
+                      "patch_size": 2, "base_steps": steps}  # fmt: skip
+    return config
+
+
+def test_generators_fine_tune_from_the_shared_base(tmp_path):
+    from kneesynth.oai_generators import train_ddpm_base
+
+    manifest = tiny_oai(tmp_path)
+    config = standardised_config()
+    base = tmp_path / "ddpm_base.pt"
+    train_ddpm_base(manifest, config, base, tmp_path / "state_base", 7)
+    base_weights, base_meta = load_weights(base)
+    assert base_meta["generator"] == "ddpm_base" and "standardise" in base_meta
+    assert base_meta["scheduler"]["clip_sample"] is False  # standardised data exceed [-1, 1]
+    # zero fine-tuning steps: ddpm_cond is the base with a zero class embedding
+    config["ddpm_cond"]["steps"] = 0
+    cond = tmp_path / "ddpm_cond.pt"
+    train_generator("ddpm_cond", manifest, config, cond, tmp_path / "s", 7, base_weights=base)
+    weights, meta = load_weights(cond)
+    assert meta["fine_tuned_from_base"]
+    torch.testing.assert_close(meta["standardise"]["mean"], base_meta["standardise"]["mean"])
+    for key, value in weights.items():
+        if "class_embedding" in key:
+            assert not value.any()
+        else:
+            torch.testing.assert_close(value, base_weights[key], msg=key)
+    images = sample_generator(cond, [0, 4], [1, 2], SAMPLING)
+    assert images.shape == (2, SIZE, SIZE)
+    uncond = tmp_path / "ddpm_uncond.pt"
+    train_generator("ddpm_uncond", manifest, config, uncond, tmp_path / "u", 7, base_weights=base)
+    assert sorted(load_weights(uncond)[0]) == [f"kl{g}" for g in range(5)]
+    with pytest.raises(InputError, match="not the shared DDPM base"):
+        train_generator("ddpm_cond", manifest, config, cond, tmp_path / "x", 7, base_weights=uncond)
+
+
+def test_memorization_probe_continues_the_base_on_a_few_images(tmp_path):
+    from kneesynth.oai_generators import train_ddpm_base, train_memorization_probe
+
+    manifest = tiny_oai(tmp_path)
+    config = standardised_config()
+    base = tmp_path / "ddpm_base.pt"
+    train_ddpm_base(manifest, config, base, tmp_path / "state_base", 7)
+    probe = {"train_images": 4, "steps": 2, "batch_size": 4}
+    output = tmp_path / "memorization_probe.pt"
+    train_memorization_probe(manifest, config, probe, output, tmp_path / "state", 7, base)
+    weights, meta = load_weights(output)
+    assert meta["generator"] == "memorization_probe" and len(meta["train_images"]) == 4
+    train = pd.read_csv(manifest, sep="\t").query("split == 'train'")["image"]
+    assert set(meta["train_images"]) <= set(train)
+    base_weights = load_weights(base)[0]
+    assert any(not torch.equal(weights[k], base_weights[k]) for k in weights)
+    images = sample_generator(output, [0, 3], [1, 2], SAMPLING)
+    assert images.shape == (2, SIZE, SIZE)
+    with pytest.raises(InputError, match="99 training images wanted"):
+        train_memorization_probe(
+            manifest, config, {**probe, "train_images": 99}, output, tmp_path / "s1", 7, base
+        )
+    with pytest.raises(InputError, match="not the shared DDPM base"):
+        train_memorization_probe(manifest, config, probe, output, tmp_path / "s2", 7, output)

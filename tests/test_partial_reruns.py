@@ -221,8 +221,9 @@ def test_forcerun_sampling_plans_sampling_and_its_statistics_only(up_to_date):
     counts, output = plan(workdir, "stats", "--forcerun", "sample_drr")
     # six sample files (3 models x 2 conditions) -> per-image metrics -> Table I and the Study A
     # paired tests -> the joined paired tests; the samples' memorisation and realism checks ->
-    # their tables; all of these -> the scorecard; and the `stats` target rule itself. Not
-    # Fig. 3 (stage figures), no training, nothing of Study B.
+    # their tables and the controls table that reads them; all of these -> the scorecard; and
+    # the `stats` target rule itself. Not Fig. 3 (stage figures), no training, nothing of
+    # Study B.
     assert counts == Counter(
         sample_drr=6,
         evaluate_drr=1,
@@ -232,6 +233,7 @@ def test_forcerun_sampling_plans_sampling_and_its_statistics_only(up_to_date):
         memorization_table=1,
         realism_study_a=1,
         realism_table=1,
+        controls_table=1,
         scorecard=1,
         stats=1,
     ), output[-3000:]

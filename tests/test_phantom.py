@@ -158,6 +158,30 @@ def test_radiograph_specs_two_knees_visits_one_split_per_participant():
     assert counts[0] > counts[1] and counts[0] > counts[3] > counts[4]  # imbalanced like Chen's
 
 
+def test_cover_grades_puts_every_grade_in_every_split():
+    from kneesynth.phantom import cover_grades
+
+    config = {**OAI_CFG, "participants": 20, "visits": 2}
+    plain = phantom_radiographs(config, 0, [2, 1, 1])
+    covered = phantom_radiographs({**config, "cover_grades": True}, 0, [2, 1, 1])
+
+    def grades_by_split(radiographs):
+        found = {}
+        for r in radiographs:
+            found.setdefault(r.split, set()).add(r.kl_grade)
+        return found
+
+    assert any(len(g) < 5 for g in grades_by_split(plain).values())  # KL 4 is rare (3 %)
+    assert all(g == set(range(5)) for g in grades_by_split(covered).values())
+    changed = {r.participant for r, s in zip(plain, covered, strict=True) if r != s}
+    assert 0 < len(changed) <= len(covered) // 2 // 4  # a few of 20 participants
+    # the rule itself: a split's missing grade goes to a participant of its most common grade,
+    # as long as that grade keeps one
+    grades = cover_grades({"a": 0, "b": 0, "c": 2, "d": 1}, dict.fromkeys("abcd", "test"))
+    assert grades == {"a": 3, "b": 0, "c": 2, "d": 1}
+    assert cover_grades({"a": 0}, {"a": "val"}) == {"a": 0}
+
+
 def test_radiograph_is_8bit_deterministic():
     r = phantom_radiographs(OAI_CFG, 0, FRACTIONS)[0]
     image = render_radiograph(r.anatomy, 32, 130.0, 12, r.seed)

@@ -295,32 +295,59 @@ def test_copied_utility_pairs_make_the_dice_claim_inconclusive(tmp_path):
 
 
 # ------------------------------------------------------------------------------ checks
-def test_generator_comparisons_need_separated_intervals_and_passing_controls(tmp_path):
-    fid = [
-        {"study": "B", "model": g, "condition": "overall", "metric": "kid", "value": v, "se": se}
-        for g, v, se in (("ddpm_uncond", 0.01, 0.002), ("ddpm_cond", 0.03, 0.01), ("wgan", 0.05, 0.003))
-    ]  # fmt: skip
-    card = build_scorecard(tables(tmp_path, fid=fid), {})
-    assert claim(card, "KID lower for ddpm_uncond than for the WGAN")["reproduced"] == "yes"
-    assert claim(card, "KID lower for ddpm_cond than for the WGAN")["reproduced"] == "inconclusive"
-    controls = [{"study": "B", "check": "kid", "control": "control_noise", "passes": False}]
-    card = build_scorecard(tables(tmp_path, fid=fid, controls=controls), {})
-    row = claim(card, "KID lower for ddpm_uncond than for the WGAN")
-    assert row["reproduced"] == "inconclusive" and row["why"] == "check failed its controls"
+def fid_rows(values):
+    """fid.tsv rows: (generator, metric) -> (value, se)."""
+    rows = []
+    for (generator, metric), (value, se) in values.items():
+        rows.append({"study": "B", "model": generator, "condition": "overall", "metric": metric,
+                     "value": value})  # fmt: skip
+        rows.append({"study": "B", "model": generator, "condition": "overall",
+                     "metric": f"{metric}_se", "value": se})  # fmt: skip
+    return rows
 
 
-def test_memorisation_comparison_uses_fishers_test(tmp_path):
-    memorization = [
+def test_generator_order_needs_fid_and_kid_to_agree_and_passing_controls(tmp_path):
+    values = {
+        ("ddpm_uncond", "fid"): (2.0, 0.3), ("ddpm_uncond", "kid"): (0.01, 0.002),
+        ("ddpm_cond", "fid"): (2.0, 0.3), ("ddpm_cond", "kid"): (0.03, 0.01),
+        ("wgan", "fid"): (5.0, 0.3), ("wgan", "kid"): (0.05, 0.003),
+    }  # fmt: skip
+    card = build_scorecard(tables(tmp_path, fid=fid_rows(values)), {})
+    assert claim(card, "FID lower for ddpm_uncond than for the WGAN")["reproduced"] == "yes"
+    # FID separated, KID not: the two measures disagree, so no verdict
+    row = claim(card, "FID lower for ddpm_cond than for the WGAN")
+    assert row["reproduced"] == "inconclusive" and "KID" in row["our_value"]
+    controls = [{"study": "B", "check": "kid", "control": "control_noise", "passes": "no"}]
+    card = build_scorecard(tables(tmp_path, fid=fid_rows(values), controls=controls), {})
+    row = claim(card, "FID lower for ddpm_uncond than for the WGAN")
+    assert row["reproduced"] == "inconclusive" and "check failed its controls" in row["why"]
+
+
+def memorization_rows(flagged):
+    return [
         {"study": "B", "model": g, "condition": "all", "metric": m, "value": v}
-        for g, k in (("ddpm_uncond", 20), ("ddpm_cond", 1), ("wgan", 0))
-        for m, v in (("n_flagged", k), ("n_synthetic", 60))
+        for g, k in flagged.items()
+        for m, v in (("n_flagged", k), ("n_synthetic", 44))
     ]
-    card = build_scorecard(tables(tmp_path, memorization=memorization), {})
-    text = (
-        "the diffusion model ({}) memorises more training images than the GAN on a small data set"
-    )
+
+
+def test_memorisation_claims_use_fishers_test_and_the_probe(tmp_path):
+    flagged = {"ddpm_uncond": 20, "ddpm_cond": 1, "wgan": 0, "memorization_probe": 18,
+               "memorization_probe_full": 0}  # fmt: skip
+    card = build_scorecard(tables(tmp_path, memorization=memorization_rows(flagged)), {})
+    text = "the diffusion model ({}) memorises more training images than the GAN"
     assert claim(card, text.format("ddpm_uncond"))["reproduced"] == "yes"
     assert claim(card, text.format("ddpm_cond"))["reproduced"] == "inconclusive"
+    probe = card[card["claim"].str.startswith("a diffusion model trained on a small data set")]
+    assert probe["reproduced"].tolist() == ["yes"]
+    # a check that cannot flag its copies cannot support the claim
+    controls = [{"study": "B", "check": "memorization", "control": "control_copy", "passes": "no"}]
+    card = build_scorecard(
+        tables(tmp_path, memorization=memorization_rows(flagged), controls=controls), {}
+    )
+    probe = card[card["claim"].str.startswith("a diffusion model trained on a small data set")]
+    assert probe["reproduced"].tolist() == ["inconclusive"]
+    assert claim(card, text.format("ddpm_uncond"))["why"] == "check failed its controls"
 
 
 def test_absent_evidence_is_not_run(tmp_path):

@@ -142,6 +142,17 @@ def test_synthetic_set_carries_no_source_identifiers(tmp_path):
         for element in ds.iterall():
             assert PLANTED_ID not in str(element.value)
     assert PLANTED_ID not in (out / "manifest.tsv").read_text()
+    # the evaluation set: the test split's grade mix, no DICOM, fresh seeds
+    checks = {"held_out_split": "test", "controls": {"holdout_split": "val", "max_images": None}}
+    evaluation = tmp_path / "evaluation" / "wgan"
+    make_synthetic_set(weights, manifest, samples, 5, tmp_path / "again", evaluation_dir=evaluation, checks=checks)  # fmt: skip
+    frame = read_sample_manifest(evaluation / "manifest.tsv")
+    assert frame["kl_grade"].value_counts().sort_index().tolist() == [4, 3, 3, 2, 1]
+    assert (
+        not (evaluation / "dicom").exists()
+        and (frame["dicom"].isna() | (frame["dicom"] == "")).all()
+    )
+    assert not set(frame["seed"]) & set(written["seed"])
 
 
 def test_kl_grid_figure(tmp_path):

@@ -141,3 +141,12 @@ def validate_config(
         raise InputError(
             _blame(error, parsed, where), f"{_key_path(error.absolute_path)}: {message}"
         ) from None
+    probe = config.get("checks", {}).get("memorization_probe", {})
+    ddpm = config.get("study_b", {}).get("generators", {}).get("ddpm", {})
+    if probe.get("enabled") and not ddpm.get("base_steps"):
+        raise InputError(
+            where,
+            "checks.memorization_probe.enabled needs study_b.generators.ddpm.base_steps > 0 "
+            "(the probe is the shared DDPM base trained further on a few images; the base is "
+            "its full-data twin)",
+        )

@@ -1,14 +1,19 @@
-"""Frechet distance (FID) between real test images and synthetic images, overall and per KL grade.
+"""FID and KID between real test images and synthetic images, overall and per KL grade.
 
 No pretrained network can be downloaded at run time, so by default the features are the pooled
 features of a small MONAI DenseNet that the pipeline trains itself on the real training split to
-grade KL (5 classes): the "FID" is then a Frechet distance in a knee-radiograph feature space,
-not in Inception space, and the table says so in its ``features`` column. When the user supplies
-an Inception-v3 feature extractor (``study_b.fid.inception_weights``), its 2048-d pool features
-are used instead, as in Heusel et al. 2017.
+grade KL (5 classes) and, with ``classifier.rotation``, to tell how an image was rotated (which
+makes it see the knee's layout): the "FID" is then a Frechet distance in a knee-radiograph
+feature space, not in Inception space, and the table says so in its ``features`` column. When
+the user supplies an Inception-v3 feature extractor (``study_b.fid.inception_weights``), its
+2048-d pool features are used instead, as in Heusel et al. 2017.
 
-The distance itself is MONAI's ``FIDMetric`` (Frechet distance between Gaussians fitted to the
-two feature sets). Shapes: images uint8 (n, H, W); features float64 (n, d).
+The Frechet distance is MONAI's ``FIDMetric`` (Gaussians fitted to the two feature sets); KID
+(Binkowski et al. 2018, unbiased at small n) is torchmetrics' ``KernelInceptionDistance`` on the
+same features; both come with a standard error from random half-subsets. The sets compared are
+evaluation sets drawn to the real test split's KL grade mix, and the controls
+(:mod:`kneesynth.controls`) are scored beside the generators. Shapes: images uint8 (n, H, W);
+features float64 (n, d).
 """
 
 from __future__ import annotations
@@ -44,15 +49,19 @@ PAPER_NOTE = "abstract: FID lower for the DDPMs than for the GAN (no values give
 # --------------------------------------------------------------------------------------------
 # Feature network (MONAI DenseNet trained on the real training split)
 # --------------------------------------------------------------------------------------------
+ROTATIONS = 4  # quarter turns of the rotation task (RotNet, Gidaris et al. 2018)
+
+
 def build_feature_net(classifier: Mapping[str, Any]) -> nn.Module:
     """A 2D 1-channel MONAI DenseNet grading KL 0-4 (``study_b.fid.classifier`` keys:
-    init_features, growth_rate, block_config)."""
+    init_features, growth_rate, block_config); with ``rotation`` it has 4 more outputs that
+    tell by how many quarter turns an image was rotated."""
     from monai.networks.nets import DenseNet
 
     return DenseNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=len(KL_GRADES),
+        out_channels=len(KL_GRADES) + (ROTATIONS if classifier.get("rotation") else 0),
         init_features=int(classifier["init_features"]),
         growth_rate=int(classifier["growth_rate"]),
         block_config=tuple(int(b) for b in classifier["block_config"]),
@@ -78,7 +87,12 @@ def train_feature_net(
     """Train the KL classifier whose pooled features define our FID; write its weights.
 
     Cross-entropy on random flips of the real training split, Adam, ``classifier.steps``
-    steps (resumable). The validation accuracy is logged and saved in the weights' meta.
+    steps (resumable). With ``classifier.rotation`` the same net also learns to tell by how
+    many quarter turns a copy of each batch image was rotated (RotNet, Gidaris et al. 2018),
+    a task that needs the knee's layout (femur above the joint, tibia below): grading KL alone
+    looks at the joint space and texture, and leaves the features nearly blind to images that
+    have the texture of a radiograph but no knee (see ``control_noise`` in controls.tsv).
+    The validation accuracy (KL) is logged and saved in the weights' meta.
     """
     classifier = fid["classifier"]
     device = torch.device(device)
@@ -98,6 +112,7 @@ def train_feature_net(
         settings=settings,
     )
     batch_size = int(classifier["batch_size"])
+    rotation = bool(classifier.get("rotation", False))
     net.train()
     for step in trainer.steps():
         generator = step_generator(seed, step)
@@ -105,7 +120,20 @@ def train_feature_net(
         batch = images[index]
         flip = torch.rand(batch_size, generator=generator) < 0.5
         batch = torch.where(flip.view(-1, 1, 1, 1).to(device), batch.flip(-1), batch)
-        loss = F.cross_entropy(net(batch), labels[index])
+        if rotation:
+            turns = torch.randint(0, ROTATIONS, (batch_size,), generator=generator).to(device)
+            rotated = torch.stack(
+                [
+                    torch.rot90(image, int(k), dims=(1, 2))
+                    for image, k in zip(batch, turns, strict=True)
+                ]
+            )
+            logits = net(torch.cat([batch, rotated]))
+            loss = F.cross_entropy(
+                logits[:batch_size, : len(KL_GRADES)], labels[index]
+            ) + F.cross_entropy(logits[batch_size:, len(KL_GRADES) :], turns)
+        else:
+            loss = F.cross_entropy(net(batch), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,7 +152,9 @@ def train_feature_net(
     if len(val):
         val_images = to_model_range(load_images(val["image"].tolist(), image_size)).to(device)
         with torch.no_grad():
-            predicted = torch.cat([net(part).argmax(1) for part in val_images.split(batch_size)])
+            predicted = torch.cat(
+                [net(part)[:, : len(KL_GRADES)].argmax(1) for part in val_images.split(batch_size)]
+            )
         accuracy = float((predicted.cpu().numpy() == val["kl_grade"].to_numpy()).mean())
         meta["val_accuracy"] = accuracy
         logger.info("feature net: validation accuracy %.3f on %d images", accuracy, len(val))
@@ -155,7 +185,10 @@ def classifier_extractor(
         return torch.cat(parts).numpy()
 
     dim = int(net.class_layers.out.in_features)
-    description = f"densenet_kl_trained_on_real_train_split_pool{dim}"
+    tasks = "kl_rotation" if meta["classifier"].get("rotation") else "kl"
+    description = (
+        f"densenet_{tasks}_trained_on_real_train_split_pool{dim}_{int(meta['image_size'])}px"
+    )
     return extract, description, int(meta["image_size"])
 
 
@@ -204,47 +237,144 @@ def frechet_distance(real: np.ndarray, synthetic: np.ndarray) -> float:
     return float(value)
 
 
+def half_subsets(n_real: int, n_synthetic: int, subsets: int, seed: int):
+    """``subsets`` random pairs of index sets (real, synthetic), each half of the smaller set.
+
+    The spread of a statistic over such half-subsets is its delete-half jackknife standard
+    error: with d = n/2 left out, the jackknife variance factor (n - d) / d is 1, so the SE is
+    the plain standard deviation over the half-subsets (Shao & Wu 1989). For KID it errs on the
+    safe side: when the two distributions are equal, MMD^2 is a degenerate U-statistic whose
+    variance falls as 1/n^2, and the half-subsets overstate it (about twice the SD; tested).
+    """
+    size = min(n_real, n_synthetic) // 2
+    rng = np.random.default_rng(seed)
+    for _ in range(int(subsets)):
+        yield (
+            rng.choice(n_real, size, replace=False),
+            rng.choice(n_synthetic, size, replace=False),
+        )
+
+
+def kernel_inception_distance(
+    real: np.ndarray, synthetic: np.ndarray, subsets: int = 100, seed: int = 0
+) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018) between feature sets real (n, d) and synthetic (m, d) and
+    its standard error; (NaN, NaN) if n or m < 4.
+
+    torchmetrics' ``KernelInceptionDistance`` with our features (an identity feature module
+    fed the features): the unbiased MMD^2 with the cubic polynomial kernel
+    ``k(x, y) = (x.y / d + 1)^3``, averaged over ``subsets`` random subsets that each hold
+    half of the smaller set. Unbiased at any n (FID is not: two samples of one distribution
+    have FID > 0, the more so the smaller n). The SE is the standard deviation over the
+    half-subsets (delete-half jackknife, see :func:`half_subsets`).
+    """
+    import warnings
+
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(len(real), len(synthetic)) // 2
+    if size < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
+        metric = KernelInceptionDistance(
+            feature=nn.Identity(), subsets=int(subsets), subset_size=size
+        )
+        metric.update(torch.as_tensor(real, dtype=torch.float64), real=True)
+        metric.update(torch.as_tensor(synthetic, dtype=torch.float64), real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) % 2**63)
+            mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def frechet_distance_se(
+    real: np.ndarray, synthetic: np.ndarray, subsets: int = 100, seed: int = 0
+) -> float:
+    """Standard error of :func:`frechet_distance`: its standard deviation over random
+    half-subsets (delete-half jackknife, :func:`half_subsets`); NaN if n or m < 6."""
+    if min(len(real), len(synthetic)) < 6:
+        return float("nan")
+    values = [
+        frechet_distance(real[r], synthetic[s])
+        for r, s in half_subsets(len(real), len(synthetic), subsets, seed)
+    ]
+    return float(np.std(values))
+
+
+METRIC_NOTES = {
+    "fid": "Frechet distance (biased upwards at small n: compare values at equal n only)",
+    "fid_se": "standard error of fid: SD over random half-subsets (delete-half jackknife)",
+    "kid": "kernel inception distance (Binkowski et al. 2018; torchmetrics): unbiased MMD^2, "
+    "cubic polynomial kernel, mean over random half-subsets",
+    "kid_se": "standard error of kid: SD over the half-subsets (delete-half jackknife)",
+}
+
+
 def fid_rows(
     real_features: np.ndarray,
     real_grades: np.ndarray,
     synthetic: Mapping[str, tuple[np.ndarray, np.ndarray]],
     features: str,
+    subsets: int = 100,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Rows of fid.tsv: per generator, condition ``overall`` and ``kl0``..``kl4``.
+    """Rows of fid.tsv: per set (generator or control), condition ``overall`` and
+    ``kl0``..``kl4``, metrics fid, fid_se, kid, kid_se.
 
-    ``synthetic``: generator -> (features (m, d), kl_grades (m,)).
+    ``synthetic``: name -> (features (m, d), kl_grades (m,)). The sets are drawn to the real
+    set's grade mix (the evaluation sets), so ``overall`` compares images, not label mixes, and
+    every set has the same count per grade, so per-grade values compare at equal n.
     """
     rows = []
-    for generator, (synth_features, synth_grades) in synthetic.items():
+    for name, (synth_features, synth_grades) in synthetic.items():
         conditions = [
             ("overall", np.ones(len(real_grades), bool), np.ones(len(synth_grades), bool))
         ]
         conditions += [(f"kl{g}", real_grades == g, synth_grades == g) for g in KL_GRADES]
         for condition, real_mask, synth_mask in conditions:
-            rows.append(
-                {
-                    "study": "B",
-                    "model": generator,
-                    "condition": condition,
-                    "metric": "fid",
-                    "value": frechet_distance(real_features[real_mask], synth_features[synth_mask]),
-                    "features": features,
-                    "n_real": int(real_mask.sum()),
-                    "n_synthetic": int(synth_mask.sum()),
-                    "paper_value": "",
-                    "note": "",
-                }
-            )
-    overall = {r["model"]: r["value"] for r in rows if r["condition"] == "overall"}
+            real_part, synth_part = real_features[real_mask], synth_features[synth_mask]
+            part_seed = derive_seed(int(seed), "fid", name, condition)
+            kid, kid_se = kernel_inception_distance(real_part, synth_part, subsets, part_seed)
+            values = {
+                "fid": frechet_distance(real_part, synth_part),
+                "fid_se": frechet_distance_se(real_part, synth_part, subsets, part_seed),
+                "kid": kid,
+                "kid_se": kid_se,
+            }
+            for metric, value in values.items():
+                rows.append(
+                    {
+                        "study": "B",
+                        "model": name,
+                        "condition": condition,
+                        "metric": metric,
+                        "value": value,
+                        "features": features,
+                        "n_real": int(real_mask.sum()),
+                        "n_synthetic": int(synth_mask.sum()),
+                        "paper_value": "",
+                        "note": METRIC_NOTES[metric],
+                    }
+                )
+    overall = {(r["model"], r["metric"]): r["value"] for r in rows if r["condition"] == "overall"}
     for row in rows:
-        note = PAPER_NOTE
-        if min(row["n_real"], row["n_synthetic"]) < 2:
-            note += "; no value: fewer than 2 images on one side"
-        if row["condition"] == "overall" and row["model"].startswith("ddpm") and "wgan" in overall:
-            lower = row["value"] < overall["wgan"]
+        note = row["note"]
+        if row["metric"] in ("fid", "kid"):
+            note += "; " + PAPER_NOTE
+        if np.isnan(row["value"]):
+            note += "; no value: too few images on one side"
+        wgan = overall.get(("wgan", row["metric"]))
+        if (
+            row["condition"] == "overall"
+            and row["metric"] in ("fid", "kid")
+            and row["model"].startswith("ddpm")
+            and wgan is not None
+        ):
+            lower = row["value"] < wgan
             note += (
                 f"; here {row['model']} {row['value']:.4g} "
-                f"{'<' if lower else '>='} wgan {overall['wgan']:.4g}: "
+                f"{'<' if lower else '>='} wgan {wgan:.4g}: "
                 f"{'same direction' if lower else 'opposite direction'}"
             )
         row["note"] = note
@@ -257,8 +387,10 @@ def fid_table(
     feature_weights: str | os.PathLike[str],
     fid: Mapping[str, Any],
     device: torch.device | str = "cpu",
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """FID of every synthetic set against the real TEST split (rows as in :func:`fid_rows`)."""
+    """FID and KID of every evaluation set (generators and controls) against the real TEST
+    split (rows as in :func:`fid_rows`; ``fid.subsets`` half-subsets for KID and the SEs)."""
     from kneesynth.synthetic import read_sample_manifest
 
     extract, features, image_size = classifier_extractor(feature_weights, device)
@@ -279,5 +411,13 @@ def fid_table(
             extract(load_images(frame["image"].tolist(), image_size)),
             frame["kl_grade"].to_numpy(),
         )
-        logger.info("%s: %d synthetic images", generator, len(frame))
-    return pd.DataFrame(fid_rows(real_features, test["kl_grade"].to_numpy(), synthetic, features))
+        logger.info("%s: %d images", generator, len(frame))
+    rows = fid_rows(
+        real_features,
+        test["kl_grade"].to_numpy(),
+        synthetic,
+        features,
+        subsets=int(fid.get("subsets", 100)),
+        seed=seed,
+    )
+    return pd.DataFrame(rows)

@@ -653,6 +653,7 @@ def study_a_memorization(
     """
     import pandas as pd
 
+    from kneesynth.controls import study_a_model_condition
     from kneesynth.io import load_npz
     from kneesynth.study_a import load_dataset
 
@@ -675,7 +676,7 @@ def study_a_memorization(
     rows, tables, pairs = [], [], []
     for path in sample_paths:
         stem = Path(path).name.removesuffix(".npz")
-        model, _, condition = stem.partition("_")
+        model, condition = study_a_model_condition(stem)
         sample = load_npz(path)
         if "generated" not in sample:
             raise InputError(path, "no 'generated' array")

@@ -31,6 +31,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 KL_GRADES = (0, 1, 2, 3, 4)
 NULL_CLASS = len(KL_GRADES)  # class index of "no grade" for classifier-free guidance
 GENERATORS = ("ddpm_uncond", "ddpm_cond", "wgan")
+# one unconditional DDPM each: the shared base (the probe's full-data twin) and the probe
+UNCONDITIONAL_DDPMS = ("ddpm_base", "memorization_probe")
 SAMPLERS = ("ancestral", "ddim", "dpmsolver++")
 MANIFEST_COLUMNS = ("image", "participant", "side", "visit", "kl_grade", "split")
 
@@ -139,9 +142,11 @@ def unet_settings(ddpm: Mapping[str, Any], image_size: int, conditional: bool) -
     """
     channels = [int(c) for c in ddpm["block_out_channels"]]
     levels = len(channels)
-    if image_size % 2 ** (levels - 1):
+    patch = int(ddpm.get("patch_size", 1))
+    if image_size % patch or (image_size // patch) % 2 ** (levels - 1):
         raise ValueError(
-            f"image_size {image_size} is not divisible by 2^{levels - 1} ({levels} UNet levels)"
+            f"image_size {image_size} / patch_size {patch} is not divisible by 2^{levels - 1} "
+            f"({levels} UNet levels)"
         )
     attention = bool(ddpm.get("attention", False))
     down = ["DownBlock2D"] * levels
@@ -150,9 +155,10 @@ def unet_settings(ddpm: Mapping[str, Any], image_size: int, conditional: bool) -
         down[-1] = "AttnDownBlock2D"
         up[0] = "AttnUpBlock2D"
     settings = {
-        "sample_size": int(image_size),
-        "in_channels": 1,
-        "out_channels": 1,
+        "sample_size": int(image_size) // patch,
+        "in_channels": patch * patch,
+        "out_channels": patch * patch,
+        "patch_size": patch,
         "block_out_channels": channels,
         "layers_per_block": int(ddpm["layers_per_block"]),
         "down_block_types": down,
@@ -166,21 +172,86 @@ def unet_settings(ddpm: Mapping[str, Any], image_size: int, conditional: bool) -
     return settings
 
 
+class PatchedUNet(nn.Module):
+    """A ``UNet2DModel`` that works on ``patch x patch`` blocks of pixels folded into channels.
+
+    ``(n, 1, H, W)`` is rearranged to ``(n, p^2, H/p, W/p)`` (``pixel_unshuffle``), denoised by
+    the UNet at ``H/p x W/p`` and unfolded again, as the patch size of simple diffusion
+    (Hoogeboom et al. 2023) and DiT: each network evaluation costs about 1/p^2 of one at full
+    resolution, while the images keep every pixel. Called like the UNet:
+    ``net(sample, timestep, class_labels=None).sample``.
+    """
+
+    def __init__(self, unet: nn.Module, patch_size: int):
+        super().__init__()
+        self.unet = unet
+        self.patch_size = int(patch_size)
+        self.config = SimpleNamespace(sample_size=unet.config.sample_size * self.patch_size)
+
+    def forward(self, sample: torch.Tensor, timestep, class_labels=None, return_dict: bool = True):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        folded = F.pixel_unshuffle(sample, self.patch_size)
+        out = self.unet(folded, timestep, class_labels=class_labels).sample
+        return UNet2DOutput(sample=F.pixel_shuffle(out, self.patch_size))
+
+
 def build_unet(settings: Mapping[str, Any]):
-    """A ``diffusers.UNet2DModel`` from :func:`unet_settings` output."""
+    """A ``diffusers.UNet2DModel`` from :func:`unet_settings` output (wrapped in
+    :class:`PatchedUNet` when ``patch_size`` > 1)."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()})
+    settings = dict(settings)
+    patch = int(settings.pop("patch_size", 1))
+    unet = UNet2DModel(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()})
+    return PatchedUNet(unet, patch) if patch > 1 else unet
 
 
 def scheduler_settings(ddpm: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of the training ``DDPMScheduler`` (num_train_timesteps, beta_schedule)."""
+    """Keyword arguments of the training ``DDPMScheduler`` (num_train_timesteps, beta_schedule).
+
+    Predicted clean images are clipped to [-1, 1] (the image range), except for standardised
+    DDPMs (:func:`standardiser`), whose data are not confined to it."""
     return {
         "num_train_timesteps": int(ddpm["num_train_timesteps"]),
         "beta_schedule": str(ddpm.get("beta_schedule", "linear")),
         "prediction_type": str(ddpm.get("prediction_type", "epsilon")),
-        "clip_sample": True,
+        "clip_sample": not ddpm.get("standardise", False),
     }
+
+
+DATA_STD = 0.5  # the data spread the noise schedules assume (images in [-1, 1]; EDM's sigma_data)
+
+
+def standardiser(images: np.ndarray) -> dict[str, Any]:
+    """The standardisation a DDPM works in: ``x -> (x - mean) / scale``, with ``mean`` the
+    training images' mean image (model range, ``(1, 1, H, W)``) and ``scale`` the one number
+    that gives the centred images the spread ``DATA_STD``.
+
+    Ours, a preconditioning of the data (in the spirit of the per-dimension normalisation
+    that latent diffusion models apply to their latents): every knee radiograph shares the
+    mean image's anatomy, so a small DDPM trained briefly spends its steps on how knees differ
+    rather than on drawing the femur and tibia that every image has. The DDPM still models the
+    whole distribution (the map is affine and inverted exactly on sampling).
+    """
+    data = to_model_range(np.asarray(images))
+    mean = data.mean(dim=0, keepdim=True)
+    spread = float((data - mean).std())
+    return {"mean": mean, "scale": max(spread, 1e-6) / DATA_STD}
+
+
+def standardise(data: torch.Tensor, stats: Mapping[str, Any] | None) -> torch.Tensor:
+    """Model-range images ``(n, 1, H, W)`` -> the DDPM's standardised space (identity if None)."""
+    if stats is None:
+        return data
+    return (data - stats["mean"].to(data.device)) / float(stats["scale"])
+
+
+def destandardise(data: torch.Tensor, stats: Mapping[str, Any] | None) -> torch.Tensor:
+    """Inverse of :func:`standardise`."""
+    if stats is None:
+        return data
+    return data * float(stats["scale"]) + stats["mean"].to(data.device)
 
 
 def build_sampler(name: str, scheduler: Mapping[str, Any]):
@@ -214,6 +285,45 @@ def _target(
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
+def loss_weights(
+    alphas_cumprod: torch.Tensor, prediction_type: str, min_snr_gamma: float | None
+) -> torch.Tensor:
+    """Per-timestep weight of the squared error: ones, or min-SNR-gamma (Hang et al. 2023).
+
+    With ``SNR_t = a_bar / (1 - a_bar)``, the min-SNR weight of the epsilon loss is
+    ``min(SNR_t, gamma) / SNR_t``; the same weighting expressed on the v loss
+    (``|v err|^2 = (SNR_t + 1) |eps err|^2``) is ``min(SNR_t, gamma) / (SNR_t + 1)``, and on the
+    x_0 loss (``|x0 err|^2 = |eps err|^2 / SNR_t``) ``min(SNR_t, gamma)``. diffusers'
+    ``compute_snr`` gives the SNR; its training scripts write the same expressions inline.
+    """
+    if not min_snr_gamma:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    clipped = snr.clamp(max=float(min_snr_gamma))
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1.0)
+    if prediction_type == "sample":
+        return clipped
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def _start_from(net: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Load the shared base's weights into ``net``; a class embedding the base lacks is zeroed
+    (so the conditional net starts as the unconditional base); any other mismatch is an error."""
+    missing, unexpected = net.load_state_dict(dict(weights), strict=False)
+    extra = [k for k in missing if "class_embedding" not in k]
+    if extra or unexpected:
+        raise ValueError(
+            f"base weights do not fit this net: missing {extra[:3]}, unexpected {unexpected[:3]}"
+        )
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name in missing:
+                parameter.zero_()
+
+
 def _ema_weights(model: nn.Module, ema) -> dict[str, torch.Tensor]:
     """The EMA weights of ``model`` as a CPU state dict (``model`` itself is left unchanged)."""
     parameters = list(model.parameters())
@@ -235,6 +345,8 @@ def train_ddpms(
     label_dropout: float = 0.0,
     device: torch.device | str = "cpu",
     settings: Any = None,
+    init_weights: Mapping[str, torch.Tensor] | None = None,
+    stats: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Train one DDPM per entry of ``datasets`` in lockstep (MSE on ``ddpm.prediction_type``).
 
@@ -247,6 +359,15 @@ def train_ddpms(
         guidance_scale, label_dropout: labels are replaced by the null class with probability
             ``label_dropout`` when ``guidance_scale > 0`` (classifier-free guidance training).
         settings: what the run depends on (for the resume fingerprint).
+        init_weights: start every net from these weights (the shared base,
+            :func:`train_ddpm_base`) instead of a fresh initialisation; a conditional net's
+            class embedding, which the unconditional base lacks, starts at zero, so that it
+            starts as the base.
+        stats: the :func:`standardiser` the nets work in (None: plain model range).
+
+    The squared error is weighted by min-SNR-gamma (Hang et al. 2023) when
+    ``ddpm.min_snr_gamma`` is set (:func:`loss_weights`): the nearly noise-free timesteps stop
+    dominating, which speeds up training severalfold.
 
     Returns:
         name -> EMA weights (state dict on CPU).
@@ -262,14 +383,22 @@ def train_ddpms(
     objects: dict[str, Any] = {}
     for name, (images, labels) in datasets.items():
         torch.manual_seed(derive_seed(seed, "init", name))
-        net = build_unet(unet_settings(ddpm, image_size, conditional)).to(device)
+        net = build_unet(unet_settings(ddpm, image_size, conditional))
+        if init_weights is not None:
+            _start_from(net, init_weights)
+        net = net.to(device)
         nets[name] = net
-        emas[name] = EMAModel(net.parameters(), decay=float(ddpm["ema_decay"]))
+        # EMA warm-up (diffusers): decay min(ema_decay, 1 - (1 + step)^-2/3), so that a short
+        # run's EMA is not dominated by its starting weights (with a fixed 0.99, 40 steps leave
+        # 67 % of the random initialisation in the EMA)
+        emas[name] = EMAModel(
+            net.parameters(), decay=float(ddpm["ema_decay"]), use_ema_warmup=True, power=2 / 3
+        )
         optimizers[name] = torch.optim.AdamW(
             net.parameters(), lr=float(ddpm["learning_rate"]), weight_decay=0.0
         )
         data[name] = (
-            to_model_range(images).to(device),
+            standardise(to_model_range(images), stats).to(device),
             torch.tensor(np.asarray(labels), dtype=torch.long).to(device)
             if labels is not None
             else None,
@@ -288,6 +417,7 @@ def train_ddpms(
     dropout = float(label_dropout) if guidance_scale > 0 else 0.0
     timesteps_total = noise_scheduler.config.num_train_timesteps
     prediction_type = noise_scheduler.config.prediction_type
+    weights = loss_weights(alphas_cumprod, prediction_type, ddpm.get("min_snr_gamma"))
     for step in trainer.steps():
         losses = {}
         for name, net in nets.items():
@@ -304,7 +434,8 @@ def train_ddpms(
             a_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = a_bar.sqrt() * clean + (1 - a_bar).sqrt() * noise
             prediction = net(noisy, timesteps, class_labels=labels).sample
-            loss = F.mse_loss(prediction, _target(prediction_type, clean, noise, a_bar))
+            error = (prediction - _target(prediction_type, clean, noise, a_bar)).square()
+            loss = (error * weights[timesteps].view(-1, 1, 1, 1)).mean()
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[name].step()
@@ -571,6 +702,141 @@ def sample_wgan(
 # --------------------------------------------------------------------------------------------
 # Whole generators: train from the manifest, save, load, sample
 # --------------------------------------------------------------------------------------------
+def _training_split(manifest: str | os.PathLike[str], image_size: int):
+    train = read_oai_manifest(manifest, split="train")
+    return train, load_images(train["image"].tolist(), image_size), train["kl_grade"].to_numpy()
+
+
+FINE_TUNE_KEYS = ("steps", "batch_size", "learning_rate")
+
+
+def ddpm_settings(generators: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The ``ddpm`` section with the steps (and, if given, batch size and learning rate) of
+    ``name`` (``ddpm_uncond``, ``ddpm_cond``) or, for the base, ``ddpm.base_steps``."""
+    ddpm = dict(generators["ddpm"])
+    if name == "ddpm_base":
+        return {**ddpm, "steps": int(ddpm["base_steps"])}
+    section = generators[name]
+    return {**ddpm, **{k: section[k] for k in FINE_TUNE_KEYS if section.get(k) is not None}}
+
+
+def _ddpm_meta(ddpm: Mapping[str, Any], image_size: int, conditional: bool, stats) -> dict:
+    meta = {
+        "unet": unet_settings(ddpm, image_size, conditional),
+        "scheduler": scheduler_settings(ddpm),
+    }
+    if stats is not None:
+        meta["standardise"] = {"mean": stats["mean"].clone(), "scale": float(stats["scale"])}
+    return meta
+
+
+def train_ddpm_base(
+    manifest: str | os.PathLike[str],
+    generators: Mapping[str, Any],
+    output: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Train one unconditional DDPM on the real training split (``ddpm.base_steps`` steps) and
+    write ``output``: the shared base that ``ddpm_uncond``'s per-grade models and ``ddpm_cond``
+    are fine-tuned from (:func:`train_generator` with ``base_weights``)."""
+    image_size = int(generators["image_size"])
+    train, images, _ = _training_split(manifest, image_size)
+    seed = derive_seed(int(seed), "study_b", "ddpm_base")
+    ddpm = ddpm_settings(generators, "ddpm_base")
+    stats = standardiser(images) if ddpm.get("standardise") else None
+    logger.info("ddpm_base: %d training images, %d steps", len(train), ddpm["steps"])
+    weights = train_ddpms(
+        {"all": (images, None)},
+        ddpm,
+        image_size,
+        seed,
+        state_dir,
+        conditional=False,
+        device=device,
+        settings={
+            "generator": "ddpm_base",
+            "config": generators,
+            "seed": seed,
+            "images": train["image"].tolist(),
+        },
+        stats=stats,
+    )
+    meta = {
+        "generator": "ddpm_base",
+        "image_size": image_size,
+        "n_train": len(train),
+        **_ddpm_meta(ddpm, image_size, False, stats),
+    }
+    save_weights(output, weights["all"], meta)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the weights are safe: drop the resume state
+
+
+def train_memorization_probe(
+    manifest: str | os.PathLike[str],
+    generators: Mapping[str, Any],
+    probe: Mapping[str, Any],
+    output: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    seed: int,
+    base_weights: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+) -> None:
+    """The memorisation probe: the shared DDPM base trained further on a few training images.
+
+    The base (:func:`train_ddpm_base`, the same DDPM trained on the whole training split) is
+    fine-tuned for ``probe.steps`` steps of ``probe.batch_size`` images on ``probe.train_images``
+    training images drawn at random (seeded), a set small enough for it to copy, as diffusion
+    models copy their training images when the data set is small (Akbar et al.). The base is its
+    full-data twin: a memorisation check that sees anything flags the probe's images and far
+    fewer of the base's.
+    """
+    image_size = int(generators["image_size"])
+    train, images, _ = _training_split(manifest, image_size)
+    seed = derive_seed(int(seed), "study_b", "memorization_probe")
+    count = int(probe["train_images"])
+    if not 1 <= count <= len(train):
+        raise InputError(
+            manifest, f"memorization_probe: {count} training images wanted, {len(train)} exist"
+        )
+    chosen = np.sort(
+        np.random.default_rng(derive_seed(seed, "subset")).choice(len(train), count, replace=False)
+    )
+    init, base_meta = load_weights(base_weights)
+    if base_meta.get("generator") != "ddpm_base":
+        raise InputError(base_weights, "not the shared DDPM base (meta generator)")
+    stats = base_meta.get("standardise")
+    ddpm = {
+        **generators["ddpm"],
+        "steps": int(probe["steps"]),
+        "batch_size": int(probe["batch_size"]),
+    }
+    used = train["image"].iloc[chosen].tolist()
+    logger.info("memorization probe: %d training images, %d steps", count, ddpm["steps"])
+    weights = train_ddpms(
+        {"all": (images[chosen], None)},
+        ddpm,
+        image_size,
+        seed,
+        state_dir,
+        conditional=False,
+        device=device,
+        settings={"probe": dict(probe), "config": generators, "seed": seed, "images": used},
+        init_weights=init,
+        stats=stats,
+    )
+    meta = {
+        "generator": "memorization_probe",
+        "image_size": image_size,
+        "n_train": count,
+        "train_images": used,
+        **_ddpm_meta(ddpm, image_size, False, stats),
+    }
+    save_weights(output, weights["all"], meta)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the weights are safe: drop the resume state
+
+
 def train_generator(
     name: str,
     manifest: str | os.PathLike[str],
@@ -579,6 +845,7 @@ def train_generator(
     state_dir: str | os.PathLike[str],
     seed: int,
     device: torch.device | str = "cpu",
+    base_weights: str | os.PathLike[str] | None = None,
 ) -> None:
     """Train generator ``name`` on the real training split of ``manifest`` and write ``output``.
 
@@ -586,13 +853,15 @@ def train_generator(
     DDPM net and schedule, ddpm_uncond / ddpm_cond: steps and guidance, wgan). ``seed`` is the
     base seed. The weights file holds ``state_dict`` (for ``ddpm_uncond`` a dict ``kl0``..``kl4``
     of UNet weights) and ``meta`` with everything needed to rebuild the nets.
+
+    ``base_weights`` (DDPMs): fine-tune from the shared base (:func:`train_ddpm_base`): every
+    per-grade model of ``ddpm_uncond`` and the conditional ``ddpm_cond`` start from it and
+    work in its standardisation; without it they start from scratch.
     """
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
-    train = read_oai_manifest(manifest, split="train")
     image_size = int(generators["image_size"])
-    images = load_images(train["image"].tolist(), image_size)
-    kl_grades = train["kl_grade"].to_numpy()
+    train, images, kl_grades = _training_split(manifest, image_size)
     counts = grade_counts(kl_grades)
     seed = derive_seed(int(seed), "study_b", name)
     settings = {
@@ -611,7 +880,7 @@ def train_generator(
     }
     logger.info("%s: %d training images, per KL grade %s", name, len(train), counts)
     if name in ("ddpm_uncond", "ddpm_cond"):
-        ddpm = {**generators["ddpm"], "steps": int(generators[name]["steps"])}
+        ddpm = ddpm_settings(generators, name)
         conditional = name == "ddpm_cond"
         if conditional:
             datasets = {"all": (images, kl_grades)}
@@ -627,6 +896,15 @@ def train_generator(
                 )
             datasets = {f"kl{g}": (images[kl_grades == g], None) for g in KL_GRADES}
             guidance, dropout = 0.0, 0.0
+        init, stats = None, None
+        if base_weights is not None:
+            init, base_meta = load_weights(base_weights)
+            if base_meta.get("generator") != "ddpm_base":
+                raise InputError(base_weights, "not the shared DDPM base (meta generator)")
+            stats = base_meta.get("standardise")
+            settings["base"] = {k: v for k, v in base_meta.items() if k != "standardise"}
+        elif ddpm.get("standardise"):
+            stats = standardiser(images)
         weights = train_ddpms(
             datasets,
             ddpm,
@@ -638,15 +916,14 @@ def train_generator(
             dropout,
             device=device,
             settings=settings,
+            init_weights=init,
+            stats=stats,
         )
         state_dict = weights["all"] if conditional else weights
         meta.update(
-            {
-                "unet": unet_settings(ddpm, image_size, conditional),
-                "scheduler": scheduler_settings(ddpm),
-                "guidance_scale": guidance,
-            }
+            {**_ddpm_meta(ddpm, image_size, conditional, stats), "guidance_scale": guidance}
         )
+        meta["fine_tuned_from_base"] = base_weights is not None
     else:
         wgan = generators["wgan"]
         state_dict = train_wgan(
@@ -675,11 +952,12 @@ def sample_generator(
     """Draw image i of KL grade ``kl_grades[i]`` from seed ``seeds[i]``: uint8 (n, H, W).
 
     ``sampling`` keys: sampler (ancestral | ddim | dpmsolver++; DDPMs only), inference_steps,
-    batch_size.
+    batch_size. The unconditional single DDPMs (the shared base, the memorisation probe) draw
+    from seed ``seeds[i]`` whatever ``kl_grades[i]`` says.
     """
     state_dict, meta = load_weights(weights_path)
     name = meta.get("generator")
-    if name not in GENERATORS:
+    if name not in GENERATORS + UNCONDITIONAL_DDPMS:
         raise InputError(weights_path, f"not a study B generator (meta generator={name!r})")
     kl_grades = np.asarray(kl_grades, dtype=int)
     seeds = np.asarray(seeds, dtype=np.int64)
@@ -698,6 +976,7 @@ def sample_generator(
             part = slice(start, start + batch_size)
             out[part] = to_uint8(sample_wgan(net, seeds[part], kl_grades[part], device))
         return out
+    stats = meta.get("standardise")
     if name == "ddpm_cond":
         unet = _unet_from(meta["unet"], state_dict, device)
         for start in range(0, len(seeds), batch_size):
@@ -712,16 +991,22 @@ def sample_generator(
                 float(meta.get("guidance_scale", 0.0)),
                 device,
             )
-            out[part] = to_uint8(images)
+            out[part] = to_uint8(destandardise(images, stats))
         return out
-    for grade in np.unique(kl_grades):  # ddpm_uncond: the model of each grade
-        unet = _unet_from(meta["unet"], state_dict[f"kl{grade}"], device)
-        where = np.flatnonzero(kl_grades == grade)
+    if name in UNCONDITIONAL_DDPMS:
+        models = {"all": np.arange(len(seeds))}
+    else:  # ddpm_uncond: the model of each grade
+        models = {
+            f"kl{grade}": np.flatnonzero(kl_grades == grade) for grade in np.unique(kl_grades)
+        }
+    for key, where in models.items():
+        unet = _unet_from(meta["unet"], state_dict if key == "all" else state_dict[key], device)
         for start in range(0, len(where), batch_size):
             part = where[start : start + batch_size]
-            out[part] = to_uint8(
-                sample_ddpm(unet, meta["scheduler"], sampler, steps, seeds[part], None, 0.0, device)
+            images = sample_ddpm(
+                unet, meta["scheduler"], sampler, steps, seeds[part], None, 0.0, device
             )
+            out[part] = to_uint8(destandardise(images, stats))
     return out
 
 

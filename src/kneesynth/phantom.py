@@ -600,7 +600,8 @@ def phantom_radiographs(
 
     ``seed`` is the workflow's base seed. Keys used: ``participants``, ``visits`` (1..7),
     ``kl_grade_weights``, ``progression`` (probability a knee's grade rises by one between
-    visits). Participants are split into train/val/test by ``split_fractions`` with the same
+    visits), ``cover_grades`` (every split holds every grade: :func:`cover_grades`).
+    Participants are split into train/val/test by ``split_fractions`` with the same
     function and seed as :func:`kneesynth.oai.ingest_oai` in ``participant`` mode, so the
     folders agree with the manifest's split. Each participant has two knees that share the
     body's proportions; a knee's grade never falls between visits.
@@ -621,12 +622,18 @@ def phantom_radiographs(
         ids, split_fractions, derive_seed(base, "splits", "participants")
     )
     splits = dict(zip(split_table["participant"], split_table["split"], strict=True))
-    radiographs = []
+    starts = {}
     for participant in ids:
         rng = np.random.default_rng(derive_seed(base, "phantom_oai", participant))
         sex = "M" if rng.random() < 0.45 else "F"
         body = draw_anatomy(rng, "R", sex, 0.0)
-        first_grade = int(rng.choice(5, p=weights))
+        starts[participant] = (rng, sex, body, int(rng.choice(5, p=weights)))
+    if cfg.get("cover_grades", False):
+        first_grades = cover_grades({p: s[3] for p, s in starts.items()}, splits)
+        starts = {p: (*s[:3], first_grades[p]) for p, s in starts.items()}
+    radiographs = []
+    for participant in ids:
+        rng, sex, body, first_grade = starts[participant]
         for side in ("R", "L"):
             grade = (
                 first_grade if side == "R" or rng.random() < 0.5 else int(rng.choice(5, p=weights))
@@ -661,6 +668,29 @@ def phantom_radiographs(
                     )
                 )
     return radiographs
+
+
+def cover_grades(first_grades: Mapping[str, int], splits: Mapping[str, str]) -> dict[str, int]:
+    """Baseline grades changed so that every split holds every KL grade 0..4, where it can.
+
+    For each split and each grade missing from it (in increasing order), one participant of the
+    split's most common grade (the first by ID among those; the grade must keep at least one
+    participant) gets the missing grade instead. Splits with fewer than 5 participants keep the
+    grades they can. The right knee's baseline image carries the participant's baseline grade,
+    so the split then holds every grade at least once; few participants change, so the mix
+    stays close to the drawn one.
+    """
+    grades = dict(first_grades)
+    for split in sorted(set(splits.values())):
+        members = sorted(p for p in grades if splits[p] == split)
+        for missing in range(5):
+            counts = np.bincount([grades[p] for p in members], minlength=5)
+            if counts[missing] or counts.max() < 2:
+                continue
+            donor_grade = int(np.argmax(counts))
+            donor = next(p for p in members if grades[p] == donor_grade)
+            grades[donor] = missing
+    return grades
 
 
 def render_radiograph(
@@ -781,6 +811,7 @@ __all__ = [
     "KneeAnatomy",
     "PhantomRadiograph",
     "PhantomVolume",
+    "cover_grades",
     "draw_anatomy",
     "kl_grade_from_severity",
     "knee_tissues",

@@ -515,8 +515,10 @@ def study_a_realism(sample_paths, settings: dict, device: torch.device | str = "
 
     rows = []
     for path in sample_paths:
+        from kneesynth.controls import study_a_model_condition
+
         stem = str(path).rsplit("/", 1)[-1].removesuffix(".npz")
-        model, _, condition = stem.partition("_")
+        model, condition = study_a_model_condition(stem)
         sample = load_npz(path)
         for key in ("generated", "target"):
             if key not in sample:

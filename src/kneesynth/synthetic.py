@@ -78,6 +78,60 @@ def synthetic_counts(train_counts: Mapping[int, int], policy: Mapping[str, Any])
     return counts
 
 
+def apportion(total: int, weights: Sequence[float]) -> np.ndarray:
+    """``total`` split over ``weights`` in proportion (largest-remainder rounding): int (k,)."""
+    weights = np.asarray(weights, dtype=float)
+    if weights.sum() <= 0:
+        return np.zeros(len(weights), dtype=int)
+    exact = weights / weights.sum() * int(total)
+    counts = np.floor(exact).astype(int)
+    for index in np.argsort(-(exact - counts), kind="stable")[: int(total) - counts.sum()]:
+        counts[index] += 1
+    return counts
+
+
+def evaluation_counts(
+    reference_counts: Mapping[int, int],
+    pools: Sequence[Mapping[int, int]] = (),
+    max_images: int | None = None,
+) -> dict[int, int]:
+    """Images per KL grade of every evaluation set: the reference (real test) split's grade mix.
+
+    The metrics (FID/KID, C2ST, memorisation) compare each generator and each control with the
+    real reference images; drawing every set to the reference's grade mix keeps the label mix
+    out of the comparison (a class-balanced set differs from the test split by its mix alone),
+    and giving every set the same counts makes per-grade values comparable. The total is the
+    largest ``n`` <= ``max_images`` (default: the reference's size) whose counts fit in every
+    real ``pool`` the controls draw from without replacement (the training split for
+    control_copy, the hold-out split for control_holdout).
+    """
+    reference = [int(reference_counts.get(g, 0)) for g in KL_GRADES]
+    limit = sum(reference) if max_images is None else min(int(max_images), sum(reference))
+    for total in range(limit, 0, -1):
+        counts = apportion(total, reference)
+        if all(counts[g] <= int(pool.get(g, 0)) for pool in pools for g in KL_GRADES):
+            return {g: int(counts[g]) for g in KL_GRADES}
+    return dict.fromkeys(KL_GRADES, 0)
+
+
+def study_b_evaluation_counts(manifest: pd.DataFrame, checks: Mapping[str, Any]) -> dict[int, int]:
+    """Images per KL grade of every study B evaluation set (generators, controls, probes): the
+    grade mix of the real reference split (``checks.held_out_split``), as many as the training
+    split and the hold-out pool (``checks.controls.holdout_split``) allow (see
+    :func:`evaluation_counts`). ``manifest``: the OAI manifest with its ``split`` column."""
+    controls = checks["controls"]
+    splits = {"train", checks["held_out_split"], controls["holdout_split"]}
+    counts = {
+        split: grade_counts(manifest.loc[manifest["split"] == split, "kl_grade"].to_numpy())
+        for split in splits
+    }
+    return evaluation_counts(
+        counts[checks["held_out_split"]],
+        [counts["train"], counts[controls["holdout_split"]]],
+        controls.get("max_images"),
+    )
+
+
 def sample_plan(generator: str, counts: Mapping[int, int], seed: int) -> pd.DataFrame:
     """One row per image to draw: kl_grade, index (within grade), seed (per image, from ``seed``)."""
     rows = [
@@ -194,20 +248,23 @@ def write_synthetic_set(
     plan: pd.DataFrame,
     generator: str,
     manifest_path: str | os.PathLike[str] | None = None,
+    dicom: bool = True,
 ) -> pd.DataFrame:
     """Write ``images`` (n, H, W) uint8, drawn as listed in ``plan`` (kl_grade, index, seed), as
-    ``out_dir/png/*.png``, ``out_dir/dicom/*.dcm`` and ``out_dir/manifest.tsv``.
+    ``out_dir/png/*.png``, (``dicom``) ``out_dir/dicom/*.dcm`` and ``out_dir/manifest.tsv``.
 
     The set is written into a hidden staging folder beside ``out_dir`` and moved into place in
     one rename, so ``out_dir`` is complete or absent: a killed job leaves no partial folder (and
     the staging folders of killed jobs are removed by the next run). The manifest names the
     final paths. ``manifest_path`` elsewhere than ``out_dir/manifest.tsv`` is written after the
-    move. Returns the manifest: image (PNG path), kl_grade, generator, seed, dicom (path).
+    move. Returns the manifest: image (PNG path), kl_grade, generator, seed, dicom (path, or
+    empty), then any other columns of ``plan`` (e.g. a control's ``source``).
     """
     out_dir = Path(out_dir)
     if len(images) != len(plan):
         raise ValueError(f"{len(images)} images for a plan of {len(plan)}")
     remove_stale_staging(out_dir)
+    extra = [c for c in plan.columns if c not in ("kl_grade", "index", "seed")]
     digest = set_digest(images, plan["seed"].tolist())
     study_uid = _uid(generator, digest, "study")
     series_uid = _uid(generator, digest, "series")
@@ -216,36 +273,39 @@ def write_synthetic_set(
     in_place = manifest_path is None or Path(manifest_path) == out_dir / "manifest.tsv"
     with staged_directory(out_dir) as staging:
         (staging / "png").mkdir()
-        (staging / "dicom").mkdir()
+        if dicom:
+            (staging / "dicom").mkdir()
         for number, (image, row) in enumerate(
             zip(images, plan.itertuples(index=False), strict=True), 1
         ):
             stem = f"{generator}_kl{int(row.kl_grade)}_{int(row.index):05d}"
             write_png(staging / "png" / f"{stem}.png", image)
-            write_dicom(
-                staging / "dicom" / f"{stem}.dcm",
-                synthetic_dicom(
-                    image,
-                    generator,
-                    int(row.kl_grade),
-                    int(row.seed),
-                    number,
-                    study_uid,
-                    series_uid,
-                    patient_id,
-                    _uid(generator, digest, "image", number),
-                ),
-            )
+            if dicom:
+                write_dicom(
+                    staging / "dicom" / f"{stem}.dcm",
+                    synthetic_dicom(
+                        image,
+                        generator,
+                        int(row.kl_grade),
+                        int(row.seed),
+                        number,
+                        study_uid,
+                        series_uid,
+                        patient_id,
+                        _uid(generator, digest, "image", number),
+                    ),
+                )
             rows.append(
                 {
                     "image": str(out_dir / "png" / f"{stem}.png"),
                     "kl_grade": int(row.kl_grade),
                     "generator": generator,
                     "seed": int(row.seed),
-                    "dicom": str(out_dir / "dicom" / f"{stem}.dcm"),
+                    "dicom": str(out_dir / "dicom" / f"{stem}.dcm") if dicom else "",
+                    **{column: getattr(row, column) for column in extra},
                 }
             )
-        manifest = pd.DataFrame(rows, columns=list(SAMPLE_MANIFEST_COLUMNS))
+        manifest = pd.DataFrame(rows, columns=[*SAMPLE_MANIFEST_COLUMNS, *extra])
         if in_place:
             write_tsv(staging / "manifest.tsv", manifest)
     if not in_place:
@@ -282,11 +342,14 @@ def plot_kl_grid(
     columns: Sequence[tuple[str, pd.DataFrame]],
     per_cell: int = 1,
     dpi: int = 150,
+    size: int | None = None,
 ) -> None:
     """The abstract's Figure 1: rows KL 0-4, one column per source (real, WGAN, DDPMs).
 
     ``columns``: (title, frame with ``image`` and ``kl_grade``); the first ``per_cell`` images of
-    each grade are shown side by side in a cell. Written atomically (PNG or PDF by suffix).
+    each grade are shown side by side in a cell. ``size``: every image is shown resized
+    (bilinear) to ``size`` x ``size``, the generators' size, so that real images appear as the
+    generators saw them. Written atomically (PNG or PDF by suffix).
     """
     import matplotlib
 
@@ -307,7 +370,7 @@ def plot_kl_grid(
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if k < len(paths):
-                    ax.imshow(read_radiograph(paths[k]), cmap="gray", vmin=0.0, vmax=1.0)
+                    ax.imshow(read_radiograph(paths[k], size), cmap="gray", vmin=0.0, vmax=1.0)
                 if r == 0 and k == 0:
                     ax.set_title(title, fontsize=9, loc="left")
                 if c == 0 and k == 0:
@@ -332,12 +395,17 @@ def make_synthetic_set(
     out_dir: str | os.PathLike[str],
     manifest_path: str | os.PathLike[str] | None = None,
     device: Any = "cpu",
+    evaluation_dir: str | os.PathLike[str] | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Draw a generator's synthetic set and write it (see :func:`write_synthetic_set`).
 
     ``samples`` is the ``study_b.samples`` config section: balance policy (see
     :func:`synthetic_counts`), sampler, inference_steps, batch_size. Counts follow the real
     training split of ``real_manifest``; ``seed`` is the base seed.
+
+    With ``evaluation_dir`` (and the ``checks`` config section) the generator's evaluation set
+    is drawn too (fresh seeds; :func:`make_evaluation_set`), in the same job.
     """
     from kneesynth.oai_generators import generator_path_name, read_oai_manifest
 
@@ -354,7 +422,40 @@ def make_synthetic_set(
         samples["inference_steps"],
     )
     images = draw_with_progress(weights_path, plan, samples, f"sampling {generator}", device)
-    return write_synthetic_set(out_dir, images, plan, generator, manifest_path)
+    manifest = write_synthetic_set(out_dir, images, plan, generator, manifest_path)
+    if evaluation_dir is not None:
+        if checks is None:
+            raise ValueError("an evaluation set needs the checks config section")
+        make_evaluation_set(
+            weights_path, real_manifest, samples, checks, seed, evaluation_dir, generator, device
+        )
+    return manifest
+
+
+def make_evaluation_set(
+    weights_path: str | os.PathLike[str],
+    real_manifest: str | os.PathLike[str],
+    samples: Mapping[str, Any],
+    checks: Mapping[str, Any],
+    seed: int,
+    out_dir: str | os.PathLike[str],
+    name: str,
+    device: Any = "cpu",
+) -> pd.DataFrame:
+    """Draw and write the evaluation set of a generator (or of the memorisation probe and its
+    twin, ``name``): :func:`study_b_evaluation_counts` images per grade, the same counts as
+    the controls (:func:`kneesynth.controls.study_b_controls`), to
+    ``out_dir/manifest.tsv`` and ``out_dir/png/`` (no DICOM). The metrics (FID/KID, C2ST,
+    memorisation) read these sets, never the class-balanced sets of the classifiers."""
+    from kneesynth.oai_generators import read_oai_manifest
+
+    counts = study_b_evaluation_counts(read_oai_manifest(real_manifest), checks)
+    plan = sample_plan(name, counts, derive_seed(int(seed), "study_b", "evaluation"))
+    logger.info("%s: evaluation set of %d images, per KL grade %s", name, len(plan), counts)
+    images = draw_with_progress(weights_path, plan, samples, f"evaluation set {name}", device)
+    return write_synthetic_set(
+        out_dir, images, plan, name, Path(out_dir) / "manifest.tsv", dicom=False
+    )
 
 
 def draw_with_progress(

@@ -2,16 +2,37 @@
 # correlation with the training set, Akbar et al.), realism (classifier two-sample test), the
 # reader-study kit and its scoring, and train-on-synthetic / test-on-real utility.
 # Library: src/kneesynth/{memorization,realism,reader_study,utility}.py.
-CHECKS_A_SAMPLE_FILES = expand(
-    "results/samples/study_a/{sample}.npz", sample=config["checks"]["study_a_samples"]
+# Controls (kneesynth.controls) run through the same rules as the generators: study A's as
+# sample files beside the CSM/CTM samples, study B's as evaluation sets (study_b.smk); the
+# memorisation probe (the shared DDPM base trained further on a few images until it copies them)
+# and its full-data twin (the base) join the study B memorisation check. controls.tsv judges every
+# check on its controls.
+CHECKS_CONTROL_NAMES = ["control_copy", "control_holdout", "control_noise"]
+CHECKS_A_CONTROL_FILES = expand(
+    "results/checks/study_a_controls/{control}.npz", control=CHECKS_CONTROL_NAMES
+)
+CHECKS_A_SAMPLE_FILES = (
+    expand(
+        "results/samples/study_a/{sample}.npz",
+        sample=config["checks"]["study_a_samples"],
+    )
+    + CHECKS_A_CONTROL_FILES
 )
 CHECKS_B_SAMPLE_MANIFESTS = expand(
-    "results/samples/study_b/{generator}/manifest.tsv",
-    generator=config["checks"]["study_b_generators"],
+    "results/evaluation/study_b/{name}/manifest.tsv",
+    name=config["checks"]["study_b_generators"] + CHECKS_CONTROL_NAMES,
+)
+CHECKS_PROBE = config["checks"]["memorization_probe"]["enabled"]
+CHECKS_PROBE_NAMES = (
+    ["memorization_probe", "memorization_probe_full"] if CHECKS_PROBE else []
+)
+CHECKS_PROBE_MANIFESTS = expand(
+    "results/evaluation/study_b/{name}/manifest.tsv", name=CHECKS_PROBE_NAMES
 )
 CHECKS_READER_GENERATOR_NAMES = config["checks"]["reader_study"]["generators"]
 
 CHECKS_CHECKS = [
+    "results/tables/controls.tsv",
     "results/tables/memorization.tsv",
     "results/tables/realism.tsv",
     "results/tables/utility.tsv",
@@ -23,6 +44,72 @@ CHECKS_CHECKS = [
     ),
 ]
 CHECKS_FIGURES = ["results/figures/memorization_pairs.png"]
+
+
+rule study_a_controls:
+    input:
+        dataset="results/study_a/dataset.npz",
+    output:
+        CHECKS_A_CONTROL_FILES,
+    log:
+        "logs/study_a_controls/study_a_controls.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        checks=config["checks"],
+    script:
+        "../scripts/study_a_controls.py"
+
+
+if CHECKS_PROBE:
+
+    rule train_memorization_probe:
+        input:
+            manifest="results/oai/manifest.tsv",
+            base="results/models/study_b/ddpm_base.pt",
+        output:
+            weights="results/models/study_b/memorization_probe.pt",
+        log:
+            "logs/train_memorization_probe/train_memorization_probe.log",
+        benchmark:
+            "benchmarks/train_memorization_probe/train_memorization_probe.tsv"
+        conda:
+            "../../envs/kneesynth.yaml"
+        params:
+            generators=study_b_ddpm_settings,
+            probe=config["checks"]["memorization_probe"],
+            seed=config["seed"],
+            compute=config["compute"],
+            state_dir="results/state/train_memorization_probe",
+        script:
+            "../scripts/train_memorization_probe.py"
+
+    rule sample_memorization_probe:
+        input:
+            manifest="results/oai/manifest.tsv",
+            probe="results/models/study_b/memorization_probe.pt",
+            full="results/models/study_b/ddpm_base.pt",
+        output:
+            manifests=CHECKS_PROBE_MANIFESTS,
+            png=directory(
+                expand(
+                    "results/evaluation/study_b/{name}/png", name=CHECKS_PROBE_NAMES
+                )
+            ),
+        log:
+            "logs/sample_memorization_probe/sample_memorization_probe.log",
+        benchmark:
+            "benchmarks/sample_memorization_probe/sample_memorization_probe.tsv"
+        conda:
+            "../../envs/kneesynth.yaml"
+        params:
+            samples=config["study_b"]["samples"],
+            checks=study_b_evaluation_settings,
+            seed=config["seed"],
+            compute=config["compute"],
+        script:
+            "../scripts/sample_memorization_probe.py"
 
 
 rule memorization_study_a:
@@ -50,7 +137,7 @@ rule memorization_study_a:
 rule memorization_study_b:
     input:
         manifest="results/oai/manifest.tsv",
-        samples=CHECKS_B_SAMPLE_MANIFESTS,
+        samples=CHECKS_B_SAMPLE_MANIFESTS + CHECKS_PROBE_MANIFESTS,
         features="results/models/study_b/fid_features.pt",
     output:
         summary="results/checks/memorization_study_b.tsv",
@@ -159,6 +246,29 @@ rule realism_table:
     threads: 1
     script:
         "../scripts/concat_tables.py"
+
+
+rule controls_table:
+    input:
+        fid="results/tables/fid.tsv",
+        realism="results/tables/realism.tsv",
+        memorization="results/tables/memorization.tsv",
+    output:
+        report(
+            "results/tables/controls.tsv",
+            caption="../report/controls.rst",
+            category="Checks",
+            subcategory="controls",
+        ),
+    log:
+        "logs/controls_table/controls_table.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        z=config["checks"]["controls"]["z"],
+    script:
+        "../scripts/controls_table.py"
 
 
 rule reader_kit:

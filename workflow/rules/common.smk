@@ -125,6 +125,9 @@ def checks_reader_responses(wildcards):
 
 
 # --- study_b ---
+STUDY_B_DDPM_BASE = config["study_b"]["generators"]["ddpm"]["base_steps"] > 0
+
+
 def study_b_generator_settings(wildcards):
     """The part of study_b.generators that one generator depends on (so that changing the
     WGAN's settings does not retrain the DDPMs, and the other way round)."""
@@ -133,6 +136,31 @@ def study_b_generator_settings(wildcards):
     return {
         "image_size": generators["image_size"],
         **{key: generators[key] for key in keep},
+    }
+
+
+def study_b_ddpm_settings(wildcards):
+    """What the shared DDPM base and the memorisation probe depend on: image size and ddpm."""
+    generators = config["study_b"]["generators"]
+    return {"image_size": generators["image_size"], "ddpm": generators["ddpm"]}
+
+
+STUDY_B_BASE_WEIGHTS = (
+    ["results/models/study_b/ddpm_base.pt"] if STUDY_B_DDPM_BASE else []
+)
+
+
+def study_b_base_weights(wildcards):
+    """The shared DDPM base that ddpm_uncond and ddpm_cond are fine-tuned from (none for the
+    WGAN, or when study_b.generators.ddpm.base_steps is 0)."""
+    return [] if wildcards.generator == "wgan" else STUDY_B_BASE_WEIGHTS
+
+
+def study_b_evaluation_settings(wildcards):
+    """The checks settings that fix the evaluation sets' counts (reference split, controls)."""
+    return {
+        "held_out_split": config["checks"]["held_out_split"],
+        "controls": config["checks"]["controls"],
     }
 
 

@@ -1,24 +1,56 @@
 # Study B (Smits Serena et al., DKOU 2025): DDPM and WGAN knee radiographs by KL grade, trained on
 # the real training split of results/oai/manifest.tsv; synthetic sets (PNG + DICOM) that balance
 # the grades; FID against the real test split; the abstract's Figure 1 grid.
-# GPU rules: train_study_b_generator, sample_study_b_generator, train_fid_features, fid_table.
+# GPU rules: train_study_b_ddpm_base, train_study_b_generator, sample_study_b_generator,
+# train_fid_features, fid_table.
 
+# Every metric (FID/KID here, C2ST and memorisation in checks.smk) reads the evaluation sets in
+# results/evaluation/study_b/{name}/: each generator's and each control's (kneesynth.controls),
+# all with the real test split's KL grade mix and the same counts.
 STUDY_B_GENERATOR_NAMES = ["ddpm_uncond", "ddpm_cond", "wgan"]
+STUDY_B_CONTROL_NAMES = ["control_copy", "control_holdout", "control_noise"]
 
-STUDY_B_GENERATORS = expand(
-    "results/models/study_b/{generator}.pt", generator=STUDY_B_GENERATOR_NAMES
-) + ["results/models/study_b/fid_features.pt"]
+STUDY_B_GENERATORS = (
+    expand("results/models/study_b/{generator}.pt", generator=STUDY_B_GENERATOR_NAMES)
+    + ["results/models/study_b/fid_features.pt"]
+    + STUDY_B_BASE_WEIGHTS
+)
 STUDY_B_SAMPLES = expand(
     "results/samples/study_b/{generator}/manifest.tsv",
     generator=STUDY_B_GENERATOR_NAMES,
+)
+STUDY_B_EVALUATION = expand(
+    "results/evaluation/study_b/{name}/manifest.tsv",
+    name=STUDY_B_GENERATOR_NAMES + STUDY_B_CONTROL_NAMES,
 )
 STUDY_B_STATS = ["results/tables/fid.tsv"]
 STUDY_B_FIGURES = ["results/figures/kl_grid.png"]
 
 
+rule train_study_b_ddpm_base:
+    input:
+        manifest="results/oai/manifest.tsv",
+    output:
+        weights="results/models/study_b/ddpm_base.pt",
+    log:
+        "logs/train_study_b_ddpm_base/train_study_b_ddpm_base.log",
+    benchmark:
+        "benchmarks/train_study_b_ddpm_base/train_study_b_ddpm_base.tsv"
+    conda:
+        "../../envs/kneesynth.yaml"
+    params:
+        generators=study_b_ddpm_settings,
+        seed=config["seed"],
+        compute=config["compute"],
+        state_dir="results/state/train_study_b_ddpm_base",
+    script:
+        "../scripts/train_study_b_ddpm_base.py"
+
+
 rule train_study_b_generator:
     input:
         manifest="results/oai/manifest.tsv",
+        base=study_b_base_weights,
     output:
         weights="results/models/study_b/{generator}.pt",
     log:
@@ -46,6 +78,8 @@ rule sample_study_b_generator:
         manifest="results/samples/study_b/{generator}/manifest.tsv",
         png=directory("results/samples/study_b/{generator}/png"),
         dicom=directory("results/samples/study_b/{generator}/dicom"),
+        evaluation="results/evaluation/study_b/{generator}/manifest.tsv",
+        evaluation_png=directory("results/evaluation/study_b/{generator}/png"),
     log:
         "logs/sample_study_b_generator/{generator}.log",
     benchmark:
@@ -56,10 +90,38 @@ rule sample_study_b_generator:
         "../../envs/kneesynth.yaml"
     params:
         samples=config["study_b"]["samples"],
+        checks=study_b_evaluation_settings,
         seed=config["seed"],
         compute=config["compute"],
     script:
         "../scripts/sample_study_b_generator.py"
+
+
+rule study_b_controls:
+    input:
+        manifest="results/oai/manifest.tsv",
+    output:
+        manifests=expand(
+            "results/evaluation/study_b/{control}/manifest.tsv",
+            control=STUDY_B_CONTROL_NAMES,
+        ),
+        png=directory(
+            expand(
+                "results/evaluation/study_b/{control}/png",
+                control=STUDY_B_CONTROL_NAMES,
+            )
+        ),
+    log:
+        "logs/study_b_controls/study_b_controls.log",
+    conda:
+        "../../envs/kneesynth.yaml"
+    threads: 1
+    params:
+        checks=study_b_evaluation_settings,
+        image_size=config["study_b"]["generators"]["image_size"],
+        seed=config["checks"]["seed"],
+    script:
+        "../scripts/study_b_controls.py"
 
 
 rule train_fid_features:
@@ -87,7 +149,7 @@ rule fid_table:
     input:
         manifest="results/oai/manifest.tsv",
         features="results/models/study_b/fid_features.pt",
-        samples=STUDY_B_SAMPLES,
+        samples=STUDY_B_EVALUATION,
     output:
         report(
             "results/tables/fid.tsv",
@@ -104,6 +166,7 @@ rule fid_table:
     params:
         fid=config["study_b"]["fid"],
         compute=config["compute"],
+        seed=config["checks"]["seed"],
     script:
         "../scripts/study_b_fid_table.py"
 
@@ -125,5 +188,6 @@ rule kl_grid_figure:
         "../../envs/kneesynth.yaml"
     params:
         per_cell=config["study_b"]["samples"]["grid_per_cell"],
+        image_size=config["study_b"]["generators"]["image_size"],
     script:
         "../scripts/study_b_kl_grid.py"

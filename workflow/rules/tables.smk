@@ -53,6 +53,7 @@ rule scorecard:
         reader_study="results/tables/reader_study.tsv",
         utility="results/tables/utility.tsv",
         memorization="results/tables/memorization.tsv",
+        controls="results/tables/controls.tsv",
     output:
         tsv=report(
             "results/tables/scorecard.tsv",

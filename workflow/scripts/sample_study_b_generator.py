@@ -1,4 +1,5 @@
-"""Rule sample_study_b_generator: a generator's synthetic set (PNG, DICOM, manifest.tsv)."""
+"""Rule sample_study_b_generator: a generator's synthetic set (PNG, DICOM, manifest.tsv) and its
+evaluation set (results/evaluation/study_b/{generator}: the test split's grade mix)."""
 
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def main(snakemake):
         Path(snakemake.output.manifest).parent,
         manifest_path=snakemake.output.manifest,
         device=device_for(snakemake.params.compute),
+        evaluation_dir=Path(snakemake.output.evaluation).parent,
+        checks=snakemake.params.checks,
     )
 
 

@@ -1,4 +1,5 @@
-"""Rule fid_table: FID of every synthetic set against the real test split (fid.tsv)."""
+"""Rule fid_table: FID and KID of every evaluation set (generators and controls) against the real
+test split (fid.tsv)."""
 
 from kneesynth.workflow import run_script
 
@@ -14,6 +15,7 @@ def main(snakemake):
         snakemake.input.features,
         snakemake.params.fid,
         device=device_for(snakemake.params.compute),
+        seed=snakemake.params.seed,
     )
     write_tsv(snakemake.output[0], table)
 

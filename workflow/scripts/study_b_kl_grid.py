@@ -7,7 +7,12 @@ def main(snakemake):
     from kneesynth.synthetic import kl_grid_columns, plot_kl_grid
 
     columns = kl_grid_columns(snakemake.input.manifest, list(snakemake.input.samples))
-    plot_kl_grid(snakemake.output[0], columns, per_cell=snakemake.params.per_cell)
+    plot_kl_grid(
+        snakemake.output[0],
+        columns,
+        per_cell=snakemake.params.per_cell,
+        size=snakemake.params.image_size,
+    )
 
 
 run_script(main, snakemake)

@@ -15,6 +15,7 @@ def main(snakemake):
         snakemake.params.state_dir,
         snakemake.params.seed,
         device=device_for(snakemake.params.compute),
+        base_weights=snakemake.input.base[0] if snakemake.input.base else None,
     )
 
 
