@@ -197,6 +197,27 @@ def test_feature_net_and_fid_table(tmp_path):
     assert (table["n_synthetic"].iloc[1:] == 3).all()
 
 
+def test_feature_net_training_honours_the_compute_switches_deterministically(tmp_path):
+    """bf16 autocast and channels_last (as study A): same weights twice on CPU, other numbers
+    than fp32, channels-last convolution weights."""
+    from kneesynth.training import load_weights
+
+    manifest = tiny_oai(tmp_path)
+    switches = {"bf16": True, "channels_last": True, "compile": False}
+
+    def train(name, compute=None):
+        weights = tmp_path / f"{name}.pt"
+        train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / name, 3, compute=compute)
+        return load_weights(weights)[0]
+
+    first, second, plain = train("a", switches), train("b", switches), train("c")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
+    convolutions = [k for k, v in first.items() if v.dim() == 4]
+    assert convolutions
+    assert all(first[k].is_contiguous(memory_format=torch.channels_last) for k in convolutions)
+
+
 def test_fid_table_rejects_inception_without_weights(tmp_path):
     manifest = tiny_oai(tmp_path)
     weights = tmp_path / "fid_features.pt"

@@ -75,12 +75,17 @@ def train_feature_net(
     state_dir: str | os.PathLike[str],
     seed: int,
     device: torch.device | str = "cpu",
+    compute: Mapping[str, Any] | None = None,
 ) -> None:
     """Train the KL classifier whose pooled features define our FID; write its weights.
 
     Cross-entropy on random flips of the real training split, Adam, ``classifier.steps``
     steps (resumable). The validation accuracy is logged and saved in the weights' meta.
+    ``compute``: bf16 autocast, channels_last and torch.compile of the training steps, as in
+    study A.
     """
+    from kneesynth import compute as compute_lib
+
     classifier = fid["classifier"]
     device = torch.device(device)
     seed = derive_seed(int(seed), "study_b", "fid_features")
@@ -89,6 +94,7 @@ def train_feature_net(
     labels = torch.tensor(train["kl_grade"].to_numpy(), dtype=torch.long, device=device)
     torch.manual_seed(derive_seed(seed, "init"))
     net = build_feature_net(classifier).to(device)
+    forward = compute_lib.prepare_model(net, device, compute)
     optimizer = torch.optim.Adam(net.parameters(), lr=float(classifier["learning_rate"]))
     settings = {"fid": dict(fid), "image_size": image_size, "images": train["image"].tolist()}
     trainer = ResumableTrainer(
@@ -106,7 +112,9 @@ def train_feature_net(
         batch = images[index]
         flip = torch.rand(batch_size, generator=generator) < 0.5
         batch = torch.where(flip.view(-1, 1, 1, 1).to(device), batch.flip(-1), batch)
-        loss = F.cross_entropy(net(batch), labels[index])
+        with compute_lib.autocast(device, compute):
+            logits = forward(compute_lib.prepare_input(batch, compute))
+        loss = F.cross_entropy(logits.float(), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

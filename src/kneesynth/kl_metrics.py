@@ -19,18 +19,18 @@ predicted has precision 0 rather than a warning):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
 from kneesynth import tables
+from kneesynth.errors import InputError
+from kneesynth.io import read_tsv
+
+# scikit-learn (about 1.5 CPU s to import) is imported by the functions that compute metrics,
+# so that the figure job, which only plots tables, does without it.
 
 #: class labels of each classification task (target values)
 TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
@@ -98,6 +98,12 @@ def classification_metrics(
             f"target and prediction must be non-empty 1-D arrays of one length, got "
             f"{target.shape} and {prediction.shape}"
         )
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        precision_recall_fscore_support,
+    )
+
     classes = list(TASK_CLASSES[task])
     precision, recall, _, _ = precision_recall_fscore_support(
         target, prediction, labels=classes, zero_division=0
@@ -128,6 +134,8 @@ def kl_confusion_matrix(
     target: Sequence[int] | np.ndarray, prediction: Sequence[int] | np.ndarray, task: str
 ) -> np.ndarray:
     """(k, k) int64 counts, rows = true class, columns = predicted class (scikit-learn)."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(
         np.asarray(target, dtype=np.int64),
         np.asarray(prediction, dtype=np.int64),
@@ -297,7 +305,7 @@ def paired_tests_table(
     """Paired tests of every augmented arm (``real+<generator>``) against ``reference``.
 
     predictions: (task, arm, seed) -> prediction table; every arm must have the reference's
-    seeds and test images (checked by :func:`kneesynth.classify.read_predictions`).
+    seeds and test images (checked by :func:`read_predictions`).
     Per (task, arm): McNemar per seed (exact binomial below ``mcnemar_exact_below``
     discordant pairs), a paired t-test and a Wilcoxon signed-rank test of the per-seed
     accuracies, and a paired bootstrap CI (and p) of the seed-averaged accuracy difference
@@ -512,3 +520,47 @@ def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- prediction tables
+PREDICTION_COLUMNS = ("image", "participant", "kl_grade", "target", "prediction")
+
+
+def read_predictions(
+    paths: Mapping[tuple[str, str, int], str | os.PathLike[str]],
+    reference: str = "real",
+) -> dict[tuple[str, str, int], pd.DataFrame]:
+    """Read prediction tables keyed (task, arm, seed) and check that they pair up.
+
+    Every table of a task must hold the same test images as the reference arm's first seed
+    (one row each), with targets and predictions that are classes of the task.
+    """
+    tables: dict[tuple[str, str, int], pd.DataFrame] = {}
+    for key, path in paths.items():
+        task = key[0]
+        table = read_tsv(path, required=list(PREDICTION_COLUMNS))
+        table["image"] = table["image"].astype(str)
+        if table["image"].duplicated().any():
+            raise InputError(
+                path, f"image {table['image'][table['image'].duplicated()].iloc[0]} listed twice"
+            )
+        for column in ("target", "prediction"):
+            values = pd.to_numeric(table[column], errors="coerce")
+            if values.isna().any() or not values.isin(TASK_CLASSES[task]).all():
+                raise InputError(
+                    path, f"{column} must hold classes {TASK_CLASSES[task]} of task {task}"
+                )
+            table[column] = values.astype(np.int64)
+        tables[key] = table
+    for (task, arm, seed), table in tables.items():
+        reference_keys = sorted(k for k in tables if k[0] == task and k[1] == reference)
+        if not reference_keys:
+            continue
+        expected = set(tables[reference_keys[0]]["image"])
+        if set(table["image"]) != expected:
+            raise InputError(
+                paths[(task, arm, seed)],
+                f"test images differ from those of {paths[reference_keys[0]]} "
+                "(paired tests need the same test split for every arm)",
+            )
+    return tables

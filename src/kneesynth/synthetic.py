@@ -28,7 +28,7 @@ from PIL import Image
 
 from kneesynth.errors import InputError
 from kneesynth.io import atomic_path, write_tsv
-from kneesynth.oai_generators import KL_GRADES, grade_counts
+from kneesynth.oai import KL_GRADES, grade_counts
 from kneesynth.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,8 @@ def make_synthetic_set(
     :func:`synthetic_counts`), sampler, inference_steps, batch_size. Counts follow the real
     training split of ``real_manifest``; ``seed`` is the base seed.
     """
-    from kneesynth.oai_generators import generator_path_name, read_oai_manifest, sample_generator
+    from kneesynth.oai import read_oai_manifest
+    from kneesynth.oai_generators import generator_path_name, sample_generator
 
     generator = generator_path_name(weights_path)
     real = read_oai_manifest(real_manifest)
@@ -313,7 +314,7 @@ def kl_grid_columns(
     """Columns of the KL grid in the abstract's order: real, WGAN, Diff-Unco, Diff-Cond (the
     generators present in ``sample_manifests``). Real images come from the test split first,
     then val and train (a rare grade may have too few test images to fill its cell)."""
-    from kneesynth.oai_generators import read_oai_manifest
+    from kneesynth.oai import read_oai_manifest
 
     real = read_oai_manifest(real_manifest)
     order = {"test": 0, "val": 1, "train": 2}
