@@ -199,14 +199,14 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="job_overhead_"))
     revisions = [*args.before, args.after]
-    labels, summaries, all_records = [], [], {}
+    summaries, all_records = [], {}
     try:
-        for index, revision in enumerate(revisions):
-            copy = scratch / f"rev{index}"
-            label = checkout(revision, copy)
+        # every copy first: the working tree is measured as it was when the bench started
+        copies = [scratch / f"rev{index}" for index in range(len(revisions))]
+        labels = [checkout(rev, copy) for rev, copy in zip(revisions, copies, strict=True)]
+        for index, (label, copy) in enumerate(zip(labels, copies, strict=True)):
             print(f"[{index + 1}/{len(revisions)}] {label}: running the demo ...", flush=True)
             records = run_demo(copy, TRACER_DIR, args.cores, args.target)
-            labels.append(label)
             summaries.append(summarise(records))
             all_records[label] = records
     finally:
