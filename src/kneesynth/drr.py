@@ -377,10 +377,9 @@ def _cpu_columns(
     for p0 in range(0, n_pixels, block_pixels):
         block = slices[:, p0 : p0 + block_pixels]  # (slices, pixels)
         width = block.shape[1]
-        resampled, mu, bone = buffer[rows:, :width], buffer[:rows, :width], buffer[rows:, :width]
-        np.take(
-            block, k0, axis=0, out=resampled, mode="clip"
-        )  # (rows, pixels), HU; bone half as scratch
+        mu, bone = buffer[:rows, :width], buffer[rows:, :width]
+        resampled = bone  # (rows, pixels), HU: the bone half is the scratch until thresholded
+        np.take(block, k0, axis=0, out=resampled, mode="clip")
         resampled *= w0c
         other = second[:, :width]
         np.take(block, k1, axis=0, out=other, mode="clip")
