@@ -19,12 +19,14 @@ overhead per job and the heavy libraries the job loaded; then the overhead summe
 issue 15: no table/figure job over 1 s, no training/sampling job over 3 s, summed overhead at
 most half of the first revision's.
 
-    python bench/job_overhead.py --before 6b959c9      # that commit, then the working tree
-    python bench/job_overhead.py --cores 2 --target data drr   # a quick run on two stages
+    python bench/job_overhead.py --before 6b959c9      # that commit and the working tree
+    python bench/job_overhead.py --target data drr     # a quick run on two stages
 
-A demo run takes minutes per revision (two cores: about 6 minutes alone). Each job gets
-``--cores`` threads as in the demo; CPU seconds are robust to load from other processes, wall
-seconds are not.
+The demos of all revisions run side by side (``--cores`` each, default 1), so that load from
+other processes hits them alike: CPU seconds are less sensitive to load than wall seconds, but
+not immune (cores that share caches or a physical core); the same code measured an hour apart
+differed by up to 20 %. ``--sequential`` runs one after the other. A demo takes minutes (two
+cores, alone: about 6 minutes).
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def checkout(revision: str, target: Path) -> str:
     return f"{git('rev-parse', '--short', revision)} ({git('log', '-1', '--format=%s', revision)[:60]})"
 
 
-def run_demo(copy: Path, tracer_dir: Path, cores: str, targets: list[str]) -> list[dict]:
-    """Run the demo in ``copy`` with the tracer; return one record per script job."""
+def start_demo(copy: Path, tracer_dir: Path, cores: str, targets: list[str]):
+    """Start the demo in ``copy`` with the tracer; returns the running process."""
     trace_dir = copy / ".job_trace"
     trace_dir.mkdir()
     env = dict(os.environ)
@@ -113,11 +115,17 @@ def run_demo(copy: Path, tracer_dir: Path, cores: str, targets: list[str]) -> li
     env["KNEESYNTH_JOB_TRACE"] = str(trace_dir)
     command = [sys.executable, "-m", "snakemake", *(targets or ["all"]), "--cores", cores]
     command += ["--quiet", "all"]  # last: --quiet takes the words after it
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"snakemake failed in {copy}:\n{result.stderr[-3000:]}")
-    print(f"  demo ran in {time.perf_counter() - start:.0f} s wall", flush=True)
+    log = (copy / ".job_overhead.log").open("w")
+    return subprocess.Popen(command, cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish_demo(copy: Path, process, start: float, label: str) -> list[dict]:
+    """Wait for the demo in ``copy``; return one record per script job."""
+    if process.wait():
+        log = (copy / ".job_overhead.log").read_text()
+        sys.exit(f"snakemake failed in {copy}:\n{log[-3000:]}")
+    print(f"  {label}: demo ran in {time.perf_counter() - start:.0f} s wall", flush=True)
+    trace_dir = copy / ".job_trace"
     records = [json.loads(path.read_text()) for path in sorted(trace_dir.glob("*.json"))]
     foreign = {r["kneesynth"] for r in records if r["kneesynth"]} - {
         str(copy / "src" / "kneesynth" / "__init__.py")
@@ -189,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--after", default=WORKTREE, help=f"revision to measure last (default: {WORKTREE})"
     )
-    parser.add_argument("--cores", default="2", help="snakemake --cores (default 2)")
+    parser.add_argument("--cores", default="1", help="snakemake --cores of each demo (default 1)")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one demo after the other (default: all side by side, under the same load)",
+    )
     parser.add_argument(
         "--target", nargs="*", default=[], help="stage targets (default: all of the demo)"
     )
@@ -199,16 +212,24 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="job_overhead_"))
     revisions = [*args.before, args.after]
-    summaries, all_records = [], {}
+    all_records: dict[str, list[dict]] = {}
     try:
         # every copy first: the working tree is measured as it was when the bench started
         copies = [scratch / f"rev{index}" for index in range(len(revisions))]
         labels = [checkout(rev, copy) for rev, copy in zip(revisions, copies, strict=True)]
-        for index, (label, copy) in enumerate(zip(labels, copies, strict=True)):
-            print(f"[{index + 1}/{len(revisions)}] {label}: running the demo ...", flush=True)
-            records = run_demo(copy, TRACER_DIR, args.cores, args.target)
-            summaries.append(summarise(records))
-            all_records[label] = records
+        if args.sequential:
+            for label, copy in zip(labels, copies, strict=True):
+                print(f"{label}: running the demo ...", flush=True)
+                start = time.perf_counter()
+                process = start_demo(copy, TRACER_DIR, args.cores, args.target)
+                all_records[label] = finish_demo(copy, process, start, label)
+        else:  # side by side: both meet the same load from other processes
+            print(f"running the demos of {len(labels)} revisions side by side ...", flush=True)
+            start = time.perf_counter()
+            processes = [start_demo(c, TRACER_DIR, args.cores, args.target) for c in copies]
+            for label, copy, process in zip(labels, copies, processes, strict=True):
+                all_records[label] = finish_demo(copy, process, start, label)
+        summaries = [summarise(all_records[label]) for label in labels]
     finally:
         if args.keep:
             print(f"scratch copies kept in {scratch}")
