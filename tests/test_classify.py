@@ -13,6 +13,7 @@ from PIL import Image
 
 from kneesynth import classify
 from kneesynth.errors import InputError
+from kneesynth.kl_metrics import read_predictions
 
 torch.set_num_threads(1)
 
@@ -242,6 +243,27 @@ def test_training_is_deterministic_and_selects_the_best_val_epoch(dataset, tmp_p
     )
 
 
+def test_training_honours_the_compute_switches_deterministically(dataset, tmp_path):
+    """bf16 autocast and channels_last (as study A): same weights twice on CPU, other numbers
+    than fp32, channels-last convolution weights."""
+    data = classify.load_arm_data("real", dataset["real"], {}, 16)
+    switches = {"bf16": True, "channels_last": True, "compile": False}
+    settings = {**SETTINGS, "epochs": 1}
+
+    def train(state, compute=None):
+        trained = classify.train_classifier(
+            data, "kl5", 0, settings, tmp_path / state, None, compute
+        )
+        return trained.model.state_dict()
+
+    first, second, plain = train("a", switches), train("b", switches), train("c")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
+    convolutions = [k for k, v in first.items() if v.dim() == 4]
+    assert convolutions
+    assert all(first[k].is_contiguous(memory_format=torch.channels_last) for k in convolutions)
+
+
 def test_binary_task_predicts_two_classes(dataset, tmp_path):
     data = classify.load_arm_data("real", dataset["real"], {}, 16)
     trained = classify.train_classifier(
@@ -277,7 +299,7 @@ def test_run_arm_writes_predictions_and_history(dataset, tmp_path):
     history = pd.read_csv(history_paths["kl5"], sep="\t")
     assert history["seed"].tolist() == [0, 1] and history["selected"].all()
     assert not (tmp_path / "state").exists()  # resume state removed at the end
-    tables = classify.read_predictions(
+    tables = read_predictions(
         {(t, "real+ddpm_cond", s): p for (t, s), p in prediction_paths.items()},
         reference="real+ddpm_cond",
     )
@@ -301,10 +323,10 @@ def test_read_predictions_rejects_other_test_images(tmp_path):
         ("kl5", "real+wgan", 0): tmp_path / "aug.tsv",
     }
     with pytest.raises(InputError, match=r"aug\.tsv: test images differ"):
-        classify.read_predictions(paths)
+        read_predictions(paths)
     base.assign(prediction=[0, 5]).to_csv(tmp_path / "aug.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match=r"aug\.tsv: prediction must hold classes"):
-        classify.read_predictions(paths)
+        read_predictions(paths)
 
 
 @pytest.mark.slow

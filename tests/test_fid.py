@@ -1,4 +1,5 @@
-"""FID on trained-classifier features (MONAI FIDMetric), the table, the Inception option."""
+"""FID on trained-classifier features (trace of sqrtm from eigenvalues, checked against scipy's
+sqrtm and MONAI's FIDMetric), the table, the Inception option."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kneesynth.fid import (
     frechet_distance_se,
     inception_extractor,
     kernel_inception_distance,
+    trace_sqrt_product,
     train_feature_net,
 )
 from kneesynth.training import load_weights
@@ -42,6 +44,51 @@ def test_frechet_distance_matches_formula():
     # mean shift of (1, 0, -2) alone contributes 5
     assert frechet_distance(a, a + [1.0, 0.0, -2.0]) == pytest.approx(5.0, rel=1e-6)
     assert np.isnan(frechet_distance(a, b[:1]))
+
+
+def scaled(features):
+    """Centred features / sqrt(n - 1): their Gram matrix is the covariance."""
+    return (features - features.mean(0)) / np.sqrt(len(features) - 1)
+
+
+@pytest.mark.parametrize(
+    "n, m",
+    [(300, 200), (9, 40), (40, 9), (5, 6)],
+    ids=["covariance route", "fewer real than dims", "fewer synthetic", "both few"],
+)
+def test_trace_sqrt_product_matches_scipy_sqrtm(n, m):
+    rng = np.random.default_rng(n + m)
+    d = 12
+    mixing = rng.normal(size=(d, d))
+    a = rng.normal(size=(n, d)) @ mixing
+    b = rng.normal(size=(m, d)) @ mixing.T + 1.0
+    expected = np.trace(scipy.linalg.sqrtm(np.cov(a, rowvar=False) @ np.cov(b, rowvar=False)).real)
+    # with fewer images than dimensions the product is singular, where sqrtm's own error grows
+    # to about sqrt(machine epsilon) (ours is then an SVD, exact to 1e-16 against 40 digits)
+    tolerance = 1e-9 if min(n, m) > d else 1e-6
+    assert trace_sqrt_product(scaled(a), scaled(b)) == pytest.approx(expected, rel=tolerance)
+    assert frechet_distance(a, b) == pytest.approx(by_hand(a, b), rel=tolerance)
+
+
+def test_singular_covariance_matches_scipy_sqrtm():
+    """A feature that never varies (a dead unit) makes the real covariance singular: no
+    Cholesky factor, the eigen-decomposition takes over."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(200, 6))
+    a[:, 2] = 0.5
+    b = rng.normal(size=(150, 6)) * [1.0, 2.0, 1.0, 0.5, 1.0, 3.0]
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(np.cov(a, rowvar=False))
+    assert frechet_distance(a, b) == pytest.approx(by_hand(a, b), rel=1e-9)
+
+
+def test_frechet_distance_equals_monai_fid_metric():
+    from monai.metrics import FIDMetric
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(120, 10)), rng.normal(loc=0.3, size=(90, 10))
+    monai_value = float(FIDMetric()(torch.from_numpy(b), torch.from_numpy(a)))
+    assert frechet_distance(a, b) == pytest.approx(monai_value, rel=1e-9)
 
 
 def test_fid_rows_per_grade_and_direction_note():
@@ -197,6 +244,27 @@ def test_rotation_task_feature_net(tmp_path):
     extract, features, _ = classifier_extractor(weights)
     assert "kl_rotation" in features and f"{SIZE}px" in features
     assert extract(np.zeros((2, SIZE, SIZE), np.uint8)).shape == (2, 10)
+
+
+def test_feature_net_training_honours_the_compute_switches_deterministically(tmp_path):
+    """bf16 autocast and channels_last (as study A): same weights twice on CPU, other numbers
+    than fp32, channels-last convolution weights."""
+    from kneesynth.training import load_weights
+
+    manifest = tiny_oai(tmp_path)
+    switches = {"bf16": True, "channels_last": True, "compile": False}
+
+    def train(name, compute=None):
+        weights = tmp_path / f"{name}.pt"
+        train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / name, 3, compute=compute)
+        return load_weights(weights)[0]
+
+    first, second, plain = train("a", switches), train("b", switches), train("c")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
+    convolutions = [k for k, v in first.items() if v.dim() == 4]
+    assert convolutions
+    assert all(first[k].is_contiguous(memory_format=torch.channels_last) for k in convolutions)
 
 
 def test_fid_table_rejects_inception_without_weights(tmp_path):

@@ -370,3 +370,36 @@ def test_memorization_probe_continues_the_base_on_a_few_images(tmp_path):
         )
     with pytest.raises(InputError, match="not the shared DDPM base"):
         train_memorization_probe(manifest, config, probe, output, tmp_path / "s2", 7, output)
+
+
+def conv_weights(state_dict):
+    return [v for k, v in state_dict.items() if v.dim() == 4]
+
+
+@pytest.mark.parametrize("name", ["ddpm_cond", "wgan"])
+def test_training_honours_the_compute_switches_deterministically(tmp_path, name):
+    """bf16 autocast and channels_last (as study A): two runs give the same weights on CPU,
+    other numbers than fp32, channels-last convolution weights."""
+    from kneesynth.oai_generators import train_ddpms, train_wgan
+
+    images = load_images(read_oai_manifest(tiny_oai(tmp_path), split="train")["image"], SIZE)
+    grades = np.repeat(np.arange(5), 3)
+    config = tiny_config(steps=2)
+    switches = {"bf16": True, "channels_last": True, "compile": False}
+
+    def train(state, compute=None):
+        if name == "wgan":
+            return train_wgan(
+                images, grades, config["wgan"], SIZE, 7, tmp_path / state, compute=compute
+            )
+        ddpm = {**config["ddpm"], "steps": 2}
+        weights = train_ddpms(
+            {"all": (images, grades)}, ddpm, SIZE, 7, tmp_path / state, True, compute=compute
+        )
+        return weights["all"]
+
+    first, second, plain = train("a", switches), train("b", switches), train("c")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(first))
+    assert not all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(plain))

@@ -255,6 +255,20 @@ def test_image_metrics_known_values():
     np.testing.assert_allclose(metrics["psnr"], [20.0, 10 * np.log10(16 / 0.25)], rtol=1e-5)
 
 
+def test_image_metrics_equal_monai_metrics():
+    from monai.metrics import MAEMetric, PSNRMetric
+
+    rng = np.random.default_rng(1)
+    target = rng.random((5, 16, 16), dtype=np.float32)
+    generated = np.clip(target + rng.normal(scale=0.05, size=target.shape), 0, 1).astype(np.float32)
+    metrics = study_a.image_metrics(generated, target)
+    y_pred, y = torch.from_numpy(generated)[:, None], torch.from_numpy(target)[:, None]
+    mae = MAEMetric(reduction="none")(y_pred, y).reshape(-1).numpy()
+    psnr = PSNRMetric(max_val=1.0, reduction="none")(y_pred, y).reshape(-1).numpy()
+    np.testing.assert_allclose(metrics["mae"], mae, rtol=1e-5)
+    np.testing.assert_allclose(metrics["psnr"], psnr, rtol=1e-5)
+
+
 def metrics_table(path, volumes: int, views: int, seed: int = 0):
     """Per-image MAE/PSNR of the three models under both conditions: CTM 0.01, U-Net 0.02,
     CSM 0.05, plus a shared per-volume offset (views of a volume are alike)."""

@@ -371,10 +371,11 @@ def train_classifier(
     settings: the ``study_b.classifiers`` config section (backbone, image_size, epochs,
     batch_size, learning_rate, weight_decay, class_weighting, augment_flip,
     selection_metric, checkpoint_every); compute: the ``compute`` config section (bf16
-    autocast of the training forward pass on CUDA). Returns the model loaded with the selected epoch's
-    weights, and the selection record (validation history per epoch).
+    autocast of the training forward pass, channels_last, torch.compile, as in study A).
+    Returns the model loaded with the selected epoch's weights, and the selection record
+    (validation history per epoch).
     """
-    from kneesynth.compute import autocast
+    from kneesynth.compute import autocast, prepare_input, prepare_model
     from kneesynth.training import ResumableTrainer, step_generator
 
     device = device or torch.device("cpu")
@@ -391,6 +392,7 @@ def train_classifier(
     torch.manual_seed(training_seed)
     model = build_classifier(settings["backbone"], num_classes, int(settings["image_size"]))
     model = model.to(device)
+    forward = prepare_model(model, device, compute)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=float(settings["learning_rate"]),
@@ -433,7 +435,7 @@ def train_classifier(
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         model.train()
         with autocast(device, compute):
-            logits = model(_normalise(images.to(device)))
+            logits = forward(prepare_input(_normalise(images.to(device)), compute))
         loss = loss_fn(logits.float(), train_target[index].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -534,47 +536,3 @@ def run_arm(
     for folder in [Path(state_root, task) for task in tasks] + [Path(state_root)]:
         with contextlib.suppress(OSError):  # only if empty: nothing else lives there
             folder.rmdir()
-
-
-# ---------------------------------------------------------------------------- predictions
-PREDICTION_COLUMNS = ("image", "participant", "kl_grade", "target", "prediction")
-
-
-def read_predictions(
-    paths: Mapping[tuple[str, str, int], str | os.PathLike[str]],
-    reference: str = "real",
-) -> dict[tuple[str, str, int], pd.DataFrame]:
-    """Read prediction tables keyed (task, arm, seed) and check that they pair up.
-
-    Every table of a task must hold the same test images as the reference arm's first seed
-    (one row each), with targets and predictions that are classes of the task.
-    """
-    tables: dict[tuple[str, str, int], pd.DataFrame] = {}
-    for key, path in paths.items():
-        task = key[0]
-        table = read_tsv(path, required=list(PREDICTION_COLUMNS))
-        table["image"] = table["image"].astype(str)
-        if table["image"].duplicated().any():
-            raise InputError(
-                path, f"image {table['image'][table['image'].duplicated()].iloc[0]} listed twice"
-            )
-        for column in ("target", "prediction"):
-            values = pd.to_numeric(table[column], errors="coerce")
-            if values.isna().any() or not values.isin(TASK_CLASSES[task]).all():
-                raise InputError(
-                    path, f"{column} must hold classes {TASK_CLASSES[task]} of task {task}"
-                )
-            table[column] = values.astype(np.int64)
-        tables[key] = table
-    for (task, arm, seed), table in tables.items():
-        reference_keys = sorted(k for k in tables if k[0] == task and k[1] == reference)
-        if not reference_keys:
-            continue
-        expected = set(tables[reference_keys[0]]["image"])
-        if set(table["image"]) != expected:
-            raise InputError(
-                paths[(task, arm, seed)],
-                f"test images differ from those of {paths[reference_keys[0]]} "
-                "(paired tests need the same test split for every arm)",
-            )
-    return tables

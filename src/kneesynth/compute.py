@@ -57,6 +57,14 @@ def autocast(device: torch.device, compute: Mapping[str, Any] | None = None):
     return contextlib.nullcontext()
 
 
+def prepare_input(images: torch.Tensor, compute: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """Images ``(n, C, H, W)`` in channels-last memory format when ``compute.channels_last`` is
+    set (the layout :func:`prepare_model` gives the network), else ``images`` itself."""
+    if settings(compute)["channels_last"] and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
 def prepare_model(
     model: torch.nn.Module, device: torch.device, compute: Mapping[str, Any] | None = None
 ) -> torch.nn.Module:

@@ -349,36 +349,49 @@ def row_interpolation(
 
 
 def _cpu_columns(
-    hu: np.ndarray, settings: ProjectionSettings, spacing_z: float, block_pixels: int = 128
+    hu: np.ndarray, settings: ProjectionSettings, spacing_z: float, block_pixels: int = 256
 ) -> np.ndarray:
     """The right-hand side X (ny * nx, 2 * rows) float32, C order: per detector row, the CT
-    resampled (linearly, in HU) onto that row's plane, as attenuation (columns ``:rows``) and as
-    bone mask (columns ``rows:``).
+    resampled (linearly, in HU) onto that row's plane, as attenuation divided by
+    ``line_integral_max`` (columns ``:rows``) and as bone mask divided by
+    ``bone_path_length_max_mm`` (columns ``rows:``), so that ``W @ X`` is already normalised.
 
-    Built in blocks of ``block_pixels`` pixels so that each block's intermediates and its
-    transpose into X's layout stay in cache (a whole-volume transpose is several times slower).
+    Built in blocks of ``block_pixels`` pixels: each block is resampled, converted and
+    thresholded in a (2 * rows, pixels) buffer that stays in cache, then written into X's
+    layout by ONE transposed copy (transposed arithmetic on X itself is several times slower).
     """
     n_z, n_y, n_x = hu.shape
     rows, n_pixels = settings.detector_rows, n_y * n_x
     k0, k1, w0, w1 = row_interpolation(settings, n_z, spacing_z)
     w0c, w1c = w0[:, None], w1[:, None]
-    mu_scale = np.float32(settings.mu_water_per_mm / 1000.0)
-    mu_offset = np.float32(settings.mu_water_per_mm)
+    # mu / line_integral_max = HU * mu_scale + mu_offset, clipped at 0
+    mu_scale = np.float32(settings.mu_water_per_mm / 1000.0 / settings.line_integral_max)
+    mu_offset = np.float32(settings.mu_water_per_mm / settings.line_integral_max)
+    bone_scale = np.float32(1.0 / settings.bone_path_length_max_mm)
     bone_hu = np.float32(settings.bone_hu_threshold)
-    outside = (w0 == 0) & (w1 == 0)  # rows whose plane misses the volume: air
+    outside = np.flatnonzero((w0 == 0) & (w1 == 0))  # rows whose plane misses the volume: air
     slices = hu.reshape(n_z, n_pixels)
     columns = np.empty((n_pixels, 2 * rows), dtype=np.float32)
+    buffer = np.empty((2 * rows, block_pixels), dtype=np.float32)
+    second = np.empty((rows, block_pixels), dtype=np.float32)
     for p0 in range(0, n_pixels, block_pixels):
         block = slices[:, p0 : p0 + block_pixels]  # (slices, pixels)
-        resampled = w0c * block[k0]  # (rows, pixels), HU
-        resampled += w1c * block[k1]
+        width = block.shape[1]
+        mu, bone = buffer[:rows, :width], buffer[rows:, :width]
+        resampled = bone  # (rows, pixels), HU: the bone half is the scratch until thresholded
+        np.take(block, k0, axis=0, out=resampled, mode="clip")
+        resampled *= w0c
+        other = second[:, :width]
+        np.take(block, k1, axis=0, out=other, mode="clip")
+        other *= w1c
+        resampled += other
         resampled[outside] = -1000.0
-        target = columns[p0 : p0 + block_pixels]
-        mu = target[:, :rows]
-        np.multiply(resampled.T, mu_scale, out=mu)
+        np.multiply(resampled, mu_scale, out=mu)
         mu += mu_offset
         np.maximum(mu, 0.0, out=mu)
-        np.greater(resampled.T, bone_hu, out=target[:, rows:], casting="unsafe")
+        np.greater(resampled, bone_hu, out=bone, casting="unsafe")  # in place: reads, then writes
+        bone *= bone_scale
+        columns[p0 : p0 + width] = buffer[:, :width].T
     return columns
 
 
@@ -409,21 +422,19 @@ def _project_cpu(
     hu: np.ndarray, spacing: tuple[float, float, float], settings: ProjectionSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Line integrals of mu / line_integral_max and bone path lengths / bone_path_length_max_mm,
-    both (views, rows, cols) float32, not yet clipped (see :func:`project_ct`)."""
+    both (views, rows, cols) float32, clipped to [0, 1] (see :func:`project_ct`)."""
     hu, spacing = square_pixels(hu, spacing)
     n_z, n_y, n_x = hu.shape
     matrix = fan_beam_system_matrix(settings, n_x, n_y, spacing[0], spacing[1])
     columns = _cpu_columns(hu, settings, spacing[2])
-    sinograms = matrix @ columns  # (views * cols, 2 * rows)
+    sinograms = matrix @ columns  # (views * cols, 2 * rows), already normalised
     views, rows, cols = settings.n_views, settings.detector_rows, settings.detector_cols
     sinograms = sinograms.reshape(views, cols, 2 * rows)
     drr = np.empty((views, rows, cols), dtype=np.float32)
     bone = np.empty((views, rows, cols), dtype=np.float32)
-    drr_scale = np.float32(1.0 / settings.line_integral_max)
-    bone_scale = np.float32(1.0 / settings.bone_path_length_max_mm)
-    for view in range(views):
-        np.multiply(sinograms[view, :, :rows].T, drr_scale, out=drr[view])
-        np.multiply(sinograms[view, :, rows:].T, bone_scale, out=bone[view])
+    for view in range(views):  # one transposed, clipped copy per view (cache-sized pieces)
+        np.clip(sinograms[view, :, :rows].T, 0.0, 1.0, out=drr[view])
+        np.clip(sinograms[view, :, rows:].T, 0.0, 1.0, out=bone[view])
     return drr, bone
 
 
@@ -452,7 +463,8 @@ def cone_vectors(settings: ProjectionSettings) -> np.ndarray:
 def _project_cuda(
     hu: np.ndarray, spacing: tuple[float, float, float], settings: ProjectionSettings
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FP3D_CUDA cone-beam projections of mu and of the bone mask, scaled like the CPU path."""
+    """FP3D_CUDA cone-beam projections of mu and of the bone mask, scaled like the CPU path
+    (not yet clipped: see :func:`project_ct`)."""
     import astra
 
     if not cuda_available():  # never reach ASTRA 3D without CUDA (SIGFPE, not an exception)
@@ -523,12 +535,12 @@ def project_ct(
     if projector == "cuda":
         logger.info("projector: astra FP3D_CUDA cone beam")
         drr, bone = _project_cuda(hu, spacing, settings)
+        np.clip(drr, 0.0, 1.0, out=drr)
+        np.clip(bone, 0.0, 1.0, out=bone)
     else:
         logger.info("projector: astra CPU fan beam (sparse system matrix)")
         logger.info("CPU projector kernel: %s", settings.cpu_projector)
         drr, bone = _project_cpu(hu, spacing, settings)
-    np.clip(drr, 0.0, 1.0, out=drr)
-    np.clip(bone, 0.0, 1.0, out=bone)
     return DrrResult(
         drr=drr, bone_projection=bone, angles_deg=settings.angles_deg(), projector=projector
     )

@@ -19,20 +19,24 @@ predicted has precision 0 rather than a warning):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
-from kneesynth import stats, tables
-from kneesynth.stats import Statistic
+from kneesynth import tables
+from kneesynth.errors import InputError
+from kneesynth.io import read_tsv
+
+if TYPE_CHECKING:
+    from kneesynth.stats import Statistic
+
+# scikit-learn (about 1.5 CPU s to import) and kneesynth.stats (scipy.stats, statsmodels) are
+# imported by the functions that compute metrics and tests, so that the figure job, which
+# only plots tables, does without them.
 
 #: class labels of each classification task (target values)
 TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
@@ -100,6 +104,12 @@ def classification_metrics(
             f"target and prediction must be non-empty 1-D arrays of one length, got "
             f"{target.shape} and {prediction.shape}"
         )
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        precision_recall_fscore_support,
+    )
+
     classes = list(TASK_CLASSES[task])
     precision, recall, _, _ = precision_recall_fscore_support(
         target, prediction, labels=classes, zero_division=0
@@ -130,6 +140,8 @@ def kl_confusion_matrix(
     target: Sequence[int] | np.ndarray, prediction: Sequence[int] | np.ndarray, task: str
 ) -> np.ndarray:
     """(k, k) int64 counts, rows = true class, columns = predicted class (scikit-learn)."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(
         np.asarray(target, dtype=np.int64),
         np.asarray(prediction, dtype=np.int64),
@@ -189,6 +201,8 @@ class ArmPredictions:
     def statistic(self, metric: str, task: str) -> Statistic:
         """``accuracy``, ``oa_positive_recall`` or ``macro_precision`` as a
         :class:`kneesynth.stats.Statistic` (per seed, with each image's influence)."""
+        from kneesynth.stats import Statistic
+
         if metric == "accuracy":
             return Statistic.mean(self.correct)
         if metric == "oa_positive_recall":
@@ -324,8 +338,7 @@ def paired_tests_table(
     test images.
 
     predictions: (task, arm, seed) -> prediction table; every arm must have the reference's
-    seeds and test images (checked by :func:`kneesynth.classify.read_predictions`). Per
-    (task, arm):
+    seeds and test images (checked by :func:`read_predictions`). Per (task, arm):
 
     - the headline, per metric of :data:`TESTED_METRICS`: the seed-averaged difference arm -
       reference, t-tested with a variance that adds the test set's (cluster-robust over
@@ -339,6 +352,8 @@ def paired_tests_table(
     Holm's correction runs within each (task, test, metric) family, i.e. over the augmented
     arms (and their seeds for McNemar). Returns the columns :data:`PAIRED_TEST_COLUMNS`.
     """
+    from kneesynth import stats
+
     rows: list[dict] = []
     for task in dict.fromkeys(task for task, _, _ in predictions):
         by_arm = {arm: t for (k, arm), t in _by_task_and_arm(predictions).items() if k == task}
@@ -531,3 +546,47 @@ def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- prediction tables
+PREDICTION_COLUMNS = ("image", "participant", "kl_grade", "target", "prediction")
+
+
+def read_predictions(
+    paths: Mapping[tuple[str, str, int], str | os.PathLike[str]],
+    reference: str = "real",
+) -> dict[tuple[str, str, int], pd.DataFrame]:
+    """Read prediction tables keyed (task, arm, seed) and check that they pair up.
+
+    Every table of a task must hold the same test images as the reference arm's first seed
+    (one row each), with targets and predictions that are classes of the task.
+    """
+    tables: dict[tuple[str, str, int], pd.DataFrame] = {}
+    for key, path in paths.items():
+        task = key[0]
+        table = read_tsv(path, required=list(PREDICTION_COLUMNS))
+        table["image"] = table["image"].astype(str)
+        if table["image"].duplicated().any():
+            raise InputError(
+                path, f"image {table['image'][table['image'].duplicated()].iloc[0]} listed twice"
+            )
+        for column in ("target", "prediction"):
+            values = pd.to_numeric(table[column], errors="coerce")
+            if values.isna().any() or not values.isin(TASK_CLASSES[task]).all():
+                raise InputError(
+                    path, f"{column} must hold classes {TASK_CLASSES[task]} of task {task}"
+                )
+            table[column] = values.astype(np.int64)
+        tables[key] = table
+    for (task, arm, seed), table in tables.items():
+        reference_keys = sorted(k for k in tables if k[0] == task and k[1] == reference)
+        if not reference_keys:
+            continue
+        expected = set(tables[reference_keys[0]]["image"])
+        if set(table["image"]) != expected:
+            raise InputError(
+                paths[(task, arm, seed)],
+                f"test images differ from those of {paths[reference_keys[0]]} "
+                "(paired tests need the same test split for every arm)",
+            )
+    return tables

@@ -30,12 +30,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from kneesynth.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that compute correlations: the table and figure job
+# (memorization_table, plot_top_pairs) and the image readers do without it.
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +134,8 @@ def normalise_rows(
     The dot product of two such rows is the Pearson correlation of the two images. A constant
     image (zero variance: Pearson undefined) becomes a zero row, i.e. correlation 0 with all.
     """
+    import torch
+
     rows = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
     rows = rows.to(device=device, dtype=torch.float32).reshape(rows.shape[0], -1)
     means = rows.mean(dim=1, keepdim=True)
@@ -200,6 +207,8 @@ def max_correlation(
         the Pearson correlation, and the index of that training image (the first on ties in a
         block, the earliest block across blocks).
     """
+    import torch
+
     synthetic, training = _as_source(synthetic), _as_source(training)
     n_s, n_t = len(synthetic), len(training)
     if n_t == 0:
@@ -711,6 +720,7 @@ def uint8_features(
     extract: Callable[[np.ndarray], np.ndarray], image_size: int
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a feature extractor of uint8 ``(n, S, S)`` images for float ``(n, H, W)`` in [0, 1]."""
+    import torch
     import torch.nn.functional as F
 
     def features(images: np.ndarray) -> np.ndarray:

@@ -35,66 +35,27 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kneesynth.errors import InputError
-from kneesynth.io import read_tsv
+from kneesynth.oai import KL_GRADES, grade_counts, read_oai_manifest
 from kneesynth.seeding import derive_seed
 from kneesynth.training import ResumableTrainer, load_weights, save_weights, step_generator
 
 logger = logging.getLogger(__name__)
 
-KL_GRADES = (0, 1, 2, 3, 4)
 NULL_CLASS = len(KL_GRADES)  # class index of "no grade" for classifier-free guidance
 GENERATORS = ("ddpm_uncond", "ddpm_cond", "wgan")
 # one unconditional DDPM each: the shared base (the probe's full-data twin) and the probe
 UNCONDITIONAL_DDPMS = ("ddpm_base", "memorization_probe")
 SAMPLERS = ("ancestral", "ddim", "dpmsolver++")
-MANIFEST_COLUMNS = ("image", "participant", "side", "visit", "kl_grade", "split")
 
 
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-def read_oai_manifest(path: str | os.PathLike[str], split: str | None = None) -> pd.DataFrame:
-    """Read ``results/oai/manifest.tsv``; keep the rows of ``split`` (train/val/test) if given.
-
-    Checks the columns and that ``kl_grade`` is an integer in 0..4; the ``image`` column is
-    resolved by :func:`resolve_image`.
-    """
-    frame = read_tsv(path, required=list(MANIFEST_COLUMNS))
-    grades = pd.to_numeric(frame["kl_grade"], errors="coerce")
-    bad = ~grades.isin(KL_GRADES)
-    if bad.any():
-        raise InputError(
-            path,
-            f"kl_grade must be 0-4; row {int(np.flatnonzero(bad)[0]) + 2} has "
-            f"{frame['kl_grade'].iloc[int(np.flatnonzero(bad)[0])]!r}",
-        )
-    frame = frame.assign(
-        kl_grade=grades.astype(int),
-        image=[str(resolve_image(image, path)) for image in frame["image"]],
-    )
-    if split is not None:
-        frame = frame[frame["split"] == split].reset_index(drop=True)
-        if frame.empty:
-            raise InputError(path, f"no images in split {split!r}")
-    return frame
-
-
-def resolve_image(image: str, manifest: str | os.PathLike[str]) -> Path:
-    """An image path of a manifest: absolute, relative to the working directory (the repo root
-    under Snakemake), or else relative to the manifest's folder."""
-    path = Path(str(image))
-    if path.is_absolute() or path.exists():
-        return path
-    beside = Path(manifest).parent / path
-    return beside if beside.exists() else path
-
-
 def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int) -> np.ndarray:
     """Read radiographs into ``(n, image_size, image_size)`` uint8 (:mod:`kneesynth.images`:
     8/16-bit, RGB, one intensity rule; bilinear resize if needed)."""
@@ -115,12 +76,6 @@ def to_uint8(samples: torch.Tensor) -> np.ndarray:
     """float ``(n, 1, H, W)`` in [-1, 1] -> uint8 ``(n, H, W)`` (clipped, rounded)."""
     scaled = ((samples.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round()
     return scaled.squeeze(1).to(torch.uint8).numpy()
-
-
-def grade_counts(kl_grades: Sequence[int] | np.ndarray) -> dict[int, int]:
-    """Number of images of each KL grade 0..4 (zeros included)."""
-    values = np.asarray(kl_grades, dtype=int)
-    return {grade: int((values == grade).sum()) for grade in KL_GRADES}
 
 
 def _batch(
@@ -347,6 +302,7 @@ def train_ddpms(
     settings: Any = None,
     init_weights: Mapping[str, torch.Tensor] | None = None,
     stats: Mapping[str, Any] | None = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Train one DDPM per entry of ``datasets`` in lockstep (MSE on ``ddpm.prediction_type``).
 
@@ -364,6 +320,8 @@ def train_ddpms(
             class embedding, which the unconditional base lacks, starts at zero, so that it
             starts as the base.
         stats: the :func:`standardiser` the nets work in (None: plain model range).
+        compute: the ``compute`` config section: bf16 autocast, channels_last, torch.compile
+            of the UNets (:mod:`kneesynth.compute`, as in study A).
 
     The squared error is weighted by min-SNR-gamma (Hang et al. 2023) when
     ``ddpm.min_snr_gamma`` is set (:func:`loss_weights`): the nearly noise-free timesteps stop
@@ -375,11 +333,13 @@ def train_ddpms(
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
+    from kneesynth import compute as compute_lib
+
     device = torch.device(device)
     noise_scheduler = DDPMScheduler(**scheduler_settings(ddpm))
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     torch.manual_seed(derive_seed(seed, "init"))
-    nets, emas, optimizers, data = {}, {}, {}, {}
+    nets, forwards, emas, optimizers, data = {}, {}, {}, {}, {}
     objects: dict[str, Any] = {}
     for name, (images, labels) in datasets.items():
         torch.manual_seed(derive_seed(seed, "init", name))
@@ -388,6 +348,7 @@ def train_ddpms(
             _start_from(net, init_weights)
         net = net.to(device)
         nets[name] = net
+        forwards[name] = compute_lib.prepare_model(net, device, compute)
         # EMA warm-up (diffusers): decay min(ema_decay, 1 - (1 + step)^-2/3), so that a short
         # run's EMA is not dominated by its starting weights (with a fixed 0.99, 40 steps leave
         # 67 % of the random initialisation in the EMA)
@@ -433,8 +394,11 @@ def train_ddpms(
             # q(x_t | x_0) by hand (== DDPMScheduler.add_noise) so that it stays on ``device``
             a_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = a_bar.sqrt() * clean + (1 - a_bar).sqrt() * noise
-            prediction = net(noisy, timesteps, class_labels=labels).sample
-            error = (prediction - _target(prediction_type, clean, noise, a_bar)).square()
+            with compute_lib.autocast(device, compute):
+                prediction = forwards[name](
+                    compute_lib.prepare_input(noisy, compute), timesteps, class_labels=labels
+                ).sample
+            error = (prediction.float() - _target(prediction_type, clean, noise, a_bar)).square()
             loss = (error * weights[timesteps].view(-1, 1, 1, 1)).mean()
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -600,7 +564,7 @@ def _gradient_penalty(
     interpolate = (mix * real + (1 - mix) * fake).requires_grad_(True)
     score = critic(interpolate, labels)
     (gradient,) = torch.autograd.grad(score.sum(), interpolate, create_graph=True)
-    return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    return ((gradient.flatten(1).float().norm(dim=1) - 1) ** 2).mean()
 
 
 def train_wgan(
@@ -612,19 +576,26 @@ def train_wgan(
     state_dir: str | os.PathLike[str],
     device: torch.device | str = "cpu",
     settings: Any = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train the conditional WGAN-GP; return the generator's weights (CPU state dict).
 
     One step = ``n_critic`` critic updates (each on a fresh real batch and fresh z) and one
     generator update; Adam with betas (0, 0.9), penalty weight ``gradient_penalty`` (10 in
-    Gulrajani et al.). ``images`` uint8 (n, H, W), ``kl_grades`` (n,).
+    Gulrajani et al.). ``images`` uint8 (n, H, W), ``kl_grades`` (n,). ``compute``: bf16
+    autocast, channels_last and torch.compile as in study A; the gradient penalty calls the
+    critic uncompiled (torch.compile does not support its double backward).
     """
+    from kneesynth import compute as compute_lib
+
     device = torch.device(device)
     torch.manual_seed(derive_seed(seed, "init"))
     net_settings = wgan_settings(wgan, image_size)
     latent_dim = int(wgan["latent_dim"])
     generator_net = WganGenerator(latent_dim=latent_dim, **net_settings).to(device)
     critic = WganCritic(**net_settings).to(device)
+    generate = compute_lib.prepare_model(generator_net, device, compute)
+    score = compute_lib.prepare_model(critic, device, compute)
     betas = tuple(float(b) for b in wgan["betas"])
     optimizer_g = torch.optim.Adam(
         generator_net.parameters(), lr=float(wgan["learning_rate"]), betas=betas
@@ -644,7 +615,7 @@ def train_wgan(
         checkpoint_every=int(wgan["checkpoint_every"]),
         settings=settings,
     )
-    data = to_model_range(images).to(device)
+    data = compute_lib.prepare_input(to_model_range(images).to(device), compute)
     labels_all = torch.tensor(np.asarray(kl_grades), dtype=torch.long).to(device)
     batch_size, n_critic = int(wgan["batch_size"]), int(wgan["n_critic"])
     penalty_weight = float(wgan["gradient_penalty"])
@@ -654,17 +625,21 @@ def train_wgan(
         for _ in range(n_critic):
             real, labels = _batch(data, labels_all, batch_size, generator)
             z = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-            with torch.no_grad():
-                fake = generator_net(z, labels)
-            wasserstein = critic(fake, labels).mean() - critic(real, labels).mean()
-            penalty = _gradient_penalty(critic, real, fake, labels, generator)
+            with compute_lib.autocast(device, compute):
+                with torch.no_grad():
+                    fake = generate(z, labels)
+                wasserstein = (
+                    score(fake, labels).float().mean() - score(real, labels).float().mean()
+                )
+                penalty = _gradient_penalty(critic, real, fake, labels, generator)
             loss_c = wasserstein + penalty_weight * penalty
             optimizer_c.zero_grad(set_to_none=True)
             loss_c.backward()
             optimizer_c.step()
         labels = torch.randint(0, len(KL_GRADES), (batch_size,), generator=generator).to(device)
         z = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-        loss_g = -critic(generator_net(z, labels), labels).mean()
+        with compute_lib.autocast(device, compute):
+            loss_g = -score(generate(z, labels), labels).float().mean()
         optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         optimizer_g.step()
@@ -737,10 +712,12 @@ def train_ddpm_base(
     state_dir: str | os.PathLike[str],
     seed: int,
     device: torch.device | str = "cpu",
+    compute: Mapping[str, Any] | None = None,
 ) -> None:
     """Train one unconditional DDPM on the real training split (``ddpm.base_steps`` steps) and
     write ``output``: the shared base that ``ddpm_uncond``'s per-grade models and ``ddpm_cond``
-    are fine-tuned from (:func:`train_generator` with ``base_weights``)."""
+    are fine-tuned from (:func:`train_generator` with ``base_weights``). ``compute``: bf16,
+    channels_last, compile (:func:`train_ddpms`)."""
     image_size = int(generators["image_size"])
     train, images, _ = _training_split(manifest, image_size)
     seed = derive_seed(int(seed), "study_b", "ddpm_base")
@@ -755,6 +732,7 @@ def train_ddpm_base(
         state_dir,
         conditional=False,
         device=device,
+        compute=compute,
         settings={
             "generator": "ddpm_base",
             "config": generators,
@@ -782,6 +760,7 @@ def train_memorization_probe(
     seed: int,
     base_weights: str | os.PathLike[str],
     device: torch.device | str = "cpu",
+    compute: Mapping[str, Any] | None = None,
 ) -> None:
     """The memorisation probe: the shared DDPM base trained further on a few training images.
 
@@ -822,6 +801,7 @@ def train_memorization_probe(
         state_dir,
         conditional=False,
         device=device,
+        compute=compute,
         settings={"probe": dict(probe), "config": generators, "seed": seed, "images": used},
         init_weights=init,
         stats=stats,
@@ -846,13 +826,15 @@ def train_generator(
     seed: int,
     device: torch.device | str = "cpu",
     base_weights: str | os.PathLike[str] | None = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> None:
     """Train generator ``name`` on the real training split of ``manifest`` and write ``output``.
 
     ``generators`` is the ``study_b.generators`` config section (image_size, ddpm: the shared
     DDPM net and schedule, ddpm_uncond / ddpm_cond: steps and guidance, wgan). ``seed`` is the
-    base seed. The weights file holds ``state_dict`` (for ``ddpm_uncond`` a dict ``kl0``..``kl4``
-    of UNet weights) and ``meta`` with everything needed to rebuild the nets.
+    base seed; ``compute`` the ``compute`` config section (bf16, channels_last, compile). The
+    weights file holds ``state_dict`` (for ``ddpm_uncond`` a dict ``kl0``..``kl4`` of UNet
+    weights) and ``meta`` with everything needed to rebuild the nets.
 
     ``base_weights`` (DDPMs): fine-tune from the shared base (:func:`train_ddpm_base`): every
     per-grade model of ``ddpm_uncond`` and the conditional ``ddpm_cond`` start from it and
@@ -918,6 +900,7 @@ def train_generator(
             settings=settings,
             init_weights=init,
             stats=stats,
+            compute=compute,
         )
         state_dict = weights["all"] if conditional else weights
         meta.update(
@@ -927,7 +910,15 @@ def train_generator(
     else:
         wgan = generators["wgan"]
         state_dict = train_wgan(
-            images, kl_grades, wgan, image_size, seed, state_dir, device=device, settings=settings
+            images,
+            kl_grades,
+            wgan,
+            image_size,
+            seed,
+            state_dir,
+            device=device,
+            settings=settings,
+            compute=compute,
         )
         meta.update(
             {"wgan": {**wgan_settings(wgan, image_size), "latent_dim": int(wgan["latent_dim"])}}

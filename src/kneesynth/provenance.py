@@ -73,12 +73,27 @@ def _seeds(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     return found
 
 
+def gpu_name() -> str:
+    """The first GPU's name as ``nvidia-smi`` reports it, else ``not available`` (asked of the
+    driver: importing torch would make this table job slower than its work)."""
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "not available"
+    names = [line.strip() for line in listing.splitlines() if line.strip()]
+    return names[0] if names else "not available"
+
+
 def provenance_rows(
     config: Mapping[str, Any], config_files: list[str], repo: str | Path = "."
 ) -> list[dict[str, str]]:
     """Rows (category, key, value) describing how the results were made."""
-    import torch
-
     rows = [
         {"category": "config", "key": "config_sha256", "value": config_hash(config)},
         {"category": "config", "key": "config_files", "value": ", ".join(config_files) or "(none)"},
@@ -92,9 +107,7 @@ def provenance_rows(
         {
             "category": "platform",
             "key": "cuda",
-            "value": torch.cuda.get_device_name(0)
-            if torch.cuda.is_available()
-            else "not available",
+            "value": gpu_name(),
         },
     ]
     rows += [{"category": "seed", "key": key, "value": str(value)} for key, value in _seeds(config)]

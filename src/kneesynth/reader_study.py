@@ -387,7 +387,7 @@ def make_study_b_kits(
     ``sample_manifests``, ``kit_dirs``, ``key_paths``: generator -> path.
     """
     from kneesynth.memorization import ImageFiles, resolve_image_path
-    from kneesynth.oai_generators import read_oai_manifest
+    from kneesynth.oai import read_oai_manifest
     from kneesynth.seeding import derive_seed
     from kneesynth.synthetic import read_sample_manifest
 

@@ -24,23 +24,23 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from kneesynth import compute as compute_lib
 from kneesynth.errors import InputError
 from kneesynth.io import atomic_path, load_npz, read_tsv, save_npz, write_tsv
 from kneesynth.progress import ProgressLog
-from kneesynth.score.losses import dsm_loss, l1_loss
-from kneesynth.score.ncsnpp import build_ncsnpp
-from kneesynth.score.sampling import CountingScoreFn, get_sampler, initial_sample
-from kneesynth.score.sde import VESDE
-from kneesynth.score.unet_baseline import build_unet_baseline
 from kneesynth.seeding import derive_seed
 from kneesynth.study_a_settings import PAPER_TABLE1, TRAINING_KEYS
+
+if TYPE_CHECKING:
+    import torch
+
+    from kneesynth.score.sde import VESDE
+
+# torch, diffusers (kneesynth.score) and kneesynth.compute are imported inside the functions
+# that train and sample: the dataset, table, test and figure jobs of study A do without them.
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
     """(n, H, W) -> (n, size, size); area averaging for DRRs, nearest for label masks."""
     if images.shape[-2:] == (size, size):
         return images.astype(np.float32)
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     return F.interpolate(tensor, size=(size, size), mode=mode)[:, 0].numpy()
 
@@ -176,6 +179,8 @@ def _split_tensors(
     data: Mapping[str, np.ndarray], split: str, condition: str | None
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
     """DRRs (n, 1, H, W), masks (n, 1, H, W) or None, and indices of ``split``."""
+    import torch
+
     index = np.flatnonzero(data["split"] == split)
     drr = torch.from_numpy(data["drr"][index])[:, None]
     mask = None
@@ -189,6 +194,9 @@ def _split_tensors(
 
 def build_network(kind: str, network: Mapping[str, Any], image_size: int, seed: int):
     """NCSN++ score model (kind csm: 1 channel in; ctm: 2) or U-Net baseline (kind unet)."""
+    from kneesynth.score.ncsnpp import build_ncsnpp
+    from kneesynth.score.unet_baseline import build_unet_baseline
+
     options = {
         "image_size": image_size,
         "block_out_channels": tuple(network["block_out_channels"]),
@@ -228,8 +236,12 @@ def train_model(
     checkpoint_every). Training is resumable (kneesynth.training): state in ``state_dir``,
     each step's batch and noise drawn from ``step_generator(seed, step)``.
     """
+    import torch
     from diffusers.training_utils import EMAModel
 
+    from kneesynth import compute as compute_lib
+    from kneesynth.score.losses import dsm_loss, l1_loss
+    from kneesynth.score.sde import VESDE
     from kneesynth.training import ResumableTrainer, save_weights, step_generator
 
     if (kind == "csm") != (condition is None):
@@ -341,6 +353,8 @@ def select_test_images(data: Mapping[str, np.ndarray], max_images: int | None) -
 
 def make_sampler(params: Mapping[str, Any], sde: VESDE):
     """The sampler named in ``params['sampler']['name']`` with its settings."""
+    from kneesynth.score.sampling import get_sampler
+
     sampler_params = params["sampler"]
     name = sampler_params["name"]
     options = dict(sampler_params.get(name) or {})
@@ -365,6 +379,12 @@ def generate(
     derive_seed(seed, b). Output is not clipped. ``name`` (``sampling ctm/contour``) titles
     the progress lines: network evaluations done, rate and ETA.
     """
+    import torch
+
+    from kneesynth import compute as compute_lib
+    from kneesynth.score.sampling import CountingScoreFn, initial_sample
+    from kneesynth.score.sde import VESDE
+
     device = torch.device(device)
     sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
     sampler = sampler or make_sampler(params, sde)
@@ -421,6 +441,10 @@ def sample_test_images(
     (n, H, W); volume (n,) str; view (n,) int; evaluations () int (network evaluations per
     image); sampler () str.
     """
+    import torch
+
+    from kneesynth import compute as compute_lib
+
     data = load_dataset(dataset_path)
     index = select_test_images(data, params.get("max_test_images"))
     if index.size == 0:
@@ -466,14 +490,18 @@ def sample_test_images(
 
 
 def image_metrics(generated: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """MAE and PSNR (dB, data range 1) per image of (n, H, W) arrays (MONAI metrics)."""
-    from monai.metrics import MAEMetric, PSNRMetric
+    """MAE and PSNR (dB, data range 1) per image of (n, H, W) arrays, in float64.
 
-    y_pred = torch.from_numpy(np.asarray(generated, dtype=np.float32))[:, None]
-    y = torch.from_numpy(np.asarray(target, dtype=np.float32))[:, None]
-    mae = MAEMetric(reduction="none")(y_pred, y).reshape(-1).numpy()
-    psnr = PSNRMetric(max_val=1.0, reduction="none")(y_pred, y).reshape(-1).numpy()
-    return {"mae": mae.astype(float), "psnr": psnr.astype(float)}
+    The formulas of MONAI's ``MAEMetric`` and ``PSNRMetric`` (``20 log10(1) - 10 log10(MSE)``),
+    written out here because importing MONAI (several CPU seconds) for two means would make
+    this table job slower than its work; tests/test_study_a.py checks them against MONAI.
+    """
+    error = np.asarray(generated, dtype=np.float64) - np.asarray(target, dtype=np.float64)
+    axes = tuple(range(1, error.ndim))
+    mae = np.abs(error).mean(axis=axes)
+    with np.errstate(divide="ignore"):
+        psnr = -10.0 * np.log10(np.square(error).mean(axis=axes))
+    return {"mae": mae, "psnr": psnr}
 
 
 def _sample_name(path: str | os.PathLike[str]) -> tuple[str, str]:

@@ -38,7 +38,7 @@ from PIL import Image
 from kneesynth.errors import InputError
 from kneesynth.images import read_radiograph
 from kneesynth.io import atomic_path, staged_directory, write_tsv
-from kneesynth.oai_generators import KL_GRADES, grade_counts
+from kneesynth.oai import KL_GRADES, grade_counts
 from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
@@ -407,7 +407,8 @@ def make_synthetic_set(
     With ``evaluation_dir`` (and the ``checks`` config section) the generator's evaluation set
     is drawn too (fresh seeds; :func:`make_evaluation_set`), in the same job.
     """
-    from kneesynth.oai_generators import generator_path_name, read_oai_manifest
+    from kneesynth.oai import read_oai_manifest
+    from kneesynth.oai_generators import generator_path_name
 
     generator = generator_path_name(weights_path)
     real = read_oai_manifest(real_manifest)
@@ -498,7 +499,7 @@ def kl_grid_columns(
     """Columns of the KL grid in the abstract's order: real, WGAN, Diff-Unco, Diff-Cond (the
     generators present in ``sample_manifests``). Real images come from the test split first,
     then val and train (a rare grade may have too few test images to fill its cell)."""
-    from kneesynth.oai_generators import read_oai_manifest
+    from kneesynth.oai import read_oai_manifest
 
     real = read_oai_manifest(real_manifest)
     order = {"test": 0, "val": 1, "train": 2}

@@ -505,10 +505,10 @@ def read_kl_predictions(
     paths: Sequence[str | os.PathLike[str]], task: str
 ) -> dict[tuple[str, int], pd.DataFrame]:
     """Prediction tables ``results/classifiers/<task>/<arm>/seed<k>.tsv`` keyed (arm, seed),
-    checked by :func:`kneesynth.classify.read_predictions` (same test images in every arm)."""
+    checked by :func:`kneesynth.kl_metrics.read_predictions` (same test images in every arm)."""
     from pathlib import Path
 
-    from kneesynth.classify import read_predictions
+    from kneesynth.kl_metrics import read_predictions
 
     keyed = {}
     for path in paths:

@@ -4,7 +4,6 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.classify import read_predictions
     from kneesynth.io import write_tsv
     from kneesynth.kl_metrics import (
         accuracy_intervals,
@@ -12,6 +11,7 @@ def main(snakemake):
         metrics_per_seed,
         paired_tests_table,
         pooled_confusion,
+        read_predictions,
     )
 
     statistics = snakemake.params.statistics

@@ -17,6 +17,7 @@ def main(snakemake):
         snakemake.params.seed,
         snakemake.input.base,
         device=device_for(snakemake.params.compute),
+        compute=snakemake.params.compute,
     )
 
 

@@ -15,6 +15,7 @@ def main(snakemake):
         snakemake.params.state_dir,
         snakemake.params.seed,
         device=device_for(snakemake.params.compute),
+        compute=snakemake.params.compute,
     )
 
 

@@ -16,6 +16,7 @@ def main(snakemake):
         snakemake.params.seed,
         device=device_for(snakemake.params.compute),
         base_weights=snakemake.input.base[0] if snakemake.input.base else None,
+        compute=snakemake.params.compute,
     )
 
 

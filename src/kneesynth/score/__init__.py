@@ -1,21 +1,36 @@
-"""Score-based generative models of study A: NCSN++ (diffusers), VE SDE, DSM loss, samplers."""
+"""Score-based generative models of study A: NCSN++ (diffusers), VE SDE, DSM loss, samplers.
 
-from kneesynth.score.losses import dsm_loss, l1_loss
-from kneesynth.score.ncsnpp import NCSNpp, build_ncsnpp
-from kneesynth.score.sampling import SAMPLERS, CountingScoreFn, get_sampler, initial_sample
-from kneesynth.score.sde import VESDE
-from kneesynth.score.unet_baseline import UNetBaseline, build_unet_baseline
+The names below load on first use (PEP 562), so that importing one submodule, such as
+``kneesynth.score.sde``, does not import the others (diffusers, tqdm).
+"""
 
-__all__ = [
-    "SAMPLERS",
-    "VESDE",
-    "CountingScoreFn",
-    "NCSNpp",
-    "UNetBaseline",
-    "build_ncsnpp",
-    "build_unet_baseline",
-    "dsm_loss",
-    "get_sampler",
-    "initial_sample",
-    "l1_loss",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "dsm_loss": "losses",
+    "l1_loss": "losses",
+    "NCSNpp": "ncsnpp",
+    "build_ncsnpp": "ncsnpp",
+    "SAMPLERS": "sampling",
+    "CountingScoreFn": "sampling",
+    "get_sampler": "sampling",
+    "initial_sample": "sampling",
+    "VESDE": "sde",
+    "UNetBaseline": "unet_baseline",
+    "build_unet_baseline": "unet_baseline",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -14,10 +14,13 @@ Gaussian Fourier features and divides the network output by ``sigma`` (Song et a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 __all__ = ["NCSNpp", "build_ncsnpp", "block_types"]
 
@@ -89,6 +92,10 @@ def build_ncsnpp(
     """
     if len(attention_levels) != len(block_out_channels):
         raise ValueError("attention_levels needs one entry per level of block_out_channels")
+    # imported here, not with the module: diffusers costs seconds that the jobs which only
+    # read study A's data do not need to pay (the submodule spares its lazy-module lookup)
+    from diffusers.models.unets.unet_2d import UNet2DModel
+
     down, up = block_types(attention_levels)
     in_channels = 1 + condition_channels
     if seed is not None:
