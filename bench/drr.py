@@ -1,8 +1,8 @@
 """Benchmark: DRR projection through the pipeline's own function vs a bare ASTRA call.
 
-Projects a leg phantom (``kneesynth.phantom`` when it offers a volume generator, else a
+Projects a leg phantom (``kneesynth.data.phantom`` when it offers a volume generator, else a
 cylinder phantom built here) to the paper's 60 views of 256 x 256 with
-``kneesynth.drr.project_ct`` (HU -> mu, bone mask, z resampling, projection, normalisation) and,
+``kneesynth.projection.drr.project_ct`` (HU -> mu, bone mask, z resampling, projection, normalisation) and,
 in the same run, with the bare projector on the same volume:
 
 * CPU: the bare sparse product ``W @ X`` with the same cached ASTRA system matrix ``W`` and a
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from kneesynth import drr
+from kneesynth.projection import drr
 
 
 def cylinder_leg_phantom(size: int, spacing_mm: float, seed: int = 0) -> np.ndarray:
@@ -63,11 +63,11 @@ def cylinder_leg_phantom(size: int, spacing_mm: float, seed: int = 0) -> np.ndar
 
 
 def make_phantom(size: int, spacing_mm: float, seed: int, kind: str = "auto") -> np.ndarray:
-    """A (size, size, size) HU volume: the DATA stage's knee phantom (``kneesynth.phantom``)
+    """A (size, size, size) HU volume: the DATA stage's knee phantom (``kneesynth.data.phantom``)
     when available and asked for, else the cylinder phantom above."""
     if kind in ("auto", "kneesynth"):
         try:
-            from kneesynth import phantom
+            from kneesynth.data import phantom
         except ImportError:
             if kind == "kneesynth":
                 raise
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "--phantom",
         choices=("auto", "kneesynth", "cylinder"),
         default="auto",
-        help="kneesynth.phantom knee (auto: when importable) or the cylinder phantom",
+        help="kneesynth.data.phantom knee (auto: when importable) or the cylinder phantom",
     )
     parser.add_argument("--backend", choices=drr.BACKENDS, default="auto")
     parser.add_argument(

@@ -24,9 +24,9 @@ import torch
 import yaml
 
 from kneesynth import compute as compute_lib
-from kneesynth import study_a
 from kneesynth.score.losses import dsm_loss
 from kneesynth.score.sde import VESDE
+from kneesynth.study_a.train import build_network
 
 
 def parse_args():
@@ -63,7 +63,7 @@ class PairDataset(torch.utils.data.Dataset):
 
 def run(label, params, drr, mask, batch, steps, warmup, device, options):
     size = drr.shape[-1]
-    net = study_a.build_network("ctm", params["network"], size, seed=0).to(device)
+    net = build_network("ctm", params["network"], size, seed=0).to(device)
     if options["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     forward = net

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth import classify
 from kneesynth.errors import InputError
-from kneesynth.kl_metrics import read_predictions
+from kneesynth.study_b import classify
+from kneesynth.study_b.kl_metrics import read_predictions
 
 torch.set_num_threads(1)
 
@@ -336,7 +336,7 @@ def test_training_resumes_after_a_kill_with_identical_predictions(dataset, tmp_p
         import logging, sys, torch
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(1)
-        from kneesynth import classify
+        from kneesynth.study_b import classify
         settings = {SETTINGS!r}
         data = classify.load_arm_data("real", {str(dataset["real"])!r}, {{}}, 16)
         trained = classify.train_classifier(data, "kl5", 0, settings, sys.argv[1])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.controls import (
+from kneesynth.checks.controls import (
     CONTROLS,
     checks_failing_controls,
     controls_table,
@@ -18,11 +18,11 @@ from kneesynth.controls import (
     study_a_model_condition,
     study_b_controls,
 )
+from kneesynth.data.images import read_radiograph
 from kneesynth.errors import InputError
-from kneesynth.fid import fid_rows
-from kneesynth.images import read_radiograph
 from kneesynth.io import load_npz, save_npz
-from kneesynth.synthetic import evaluation_counts, read_sample_manifest
+from kneesynth.study_b.fid import fid_rows
+from kneesynth.study_b.synthetic import evaluation_counts, read_sample_manifest
 
 SIZE = 16
 CHECKS = {
@@ -130,7 +130,7 @@ def test_study_b_controls_match_the_generators_sets(tmp_path):
     assert {split_of[s] for s in frames["control_copy"]["source"]} == {"train"}
     assert {split_of[s] for s in frames["control_holdout"]["source"]} == {"val"}
     # a copy is the real image, read at the generators' size like every real image (the one
-    # radiograph reader, kneesynth.images), written as 8-bit
+    # radiograph reader, kneesynth.data.images), written as 8-bit
     row = frames["control_copy"].iloc[0]
     with Image.open(row["image"]) as copy:
         assert copy.size == (SIZE, SIZE)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kneesynth import drr
 from kneesynth.errors import InputError
+from kneesynth.projection import drr
 
 MU_WATER = 0.02
 # A small geometry: 40 x 40 detector of 4 mm pixels, magnification 1.5.
@@ -176,7 +176,7 @@ def test_cpu_path_never_touches_astra_3d(monkeypatch, caplog):
         monkeypatch.setattr(astra, name, forbidden)
     monkeypatch.setattr(astra.data3d, "create", forbidden)
     monkeypatch.setattr(drr, "_project_cuda", forbidden)
-    with caplog.at_level(logging.INFO, logger="kneesynth.drr"):
+    with caplog.at_level(logging.INFO, logger="kneesynth.projection.drr"):
         result = drr.project_ct(water_cylinder(), (SPACING,) * 3, {**CONFIG, "backend": "auto"})
     assert result.projector == "cpu"
     assert "projector: astra CPU fan beam (sparse system matrix)" in caplog.text
@@ -193,7 +193,7 @@ def test_gpu_path_chosen_when_astra_has_cuda(monkeypatch, caplog):
 
     monkeypatch.setattr(drr, "_project_cuda", fake_cuda)
     monkeypatch.setattr(drr, "_project_cpu", lambda *a: pytest.fail("CPU path taken with CUDA"))
-    with caplog.at_level(logging.INFO, logger="kneesynth.drr"):
+    with caplog.at_level(logging.INFO, logger="kneesynth.projection.drr"):
         result = drr.project_ct(water_cylinder(), (SPACING,) * 3, {**CONFIG, "backend": "auto"})
     assert result.projector == "cuda" and calls == [(SIZE, SIZE, SIZE)]
     assert "projector: astra FP3D_CUDA cone beam" in caplog.text

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from kneesynth.errors import InputError
-from kneesynth.fid import (
+from kneesynth.study_b.fid import (
     classifier_extractor,
     fid_rows,
     fid_table,

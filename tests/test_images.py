@@ -17,17 +17,18 @@ import pydicom
 import pytest
 from PIL import Image
 
-from kneesynth.classify import load_image_set, read_real_manifest
-from kneesynth.errors import InputError
-from kneesynth.images import (
+from kneesynth.checks.memorization import ImageFiles
+from kneesynth.data.images import (
     dicom_knee_crops,
     dicom_pixel_array,
     grey_radiograph,
+    load_images,
     pixel_spacing_mm,
     read_radiograph,
 )
-from kneesynth.memorization import ImageFiles
-from kneesynth.oai_generators import load_images, to_model_range
+from kneesynth.errors import InputError
+from kneesynth.study_b.classify import load_image_set, read_real_manifest
+from kneesynth.study_b.ddpm import to_model_range
 
 
 def knee_like(size=48, seed=0) -> np.ndarray:
@@ -55,7 +56,7 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
     image = knee_like(48)
     eight, sixteen = write_8_and_16_bit(tmp_path, image)
 
-    # study B generators and FID (oai_generators.load_images -> model range)
+    # study B generators and FID (load_images -> model range)
     generator = [to_model_range(load_images([p], size)) for p in (eight, sixteen)]
     assert generator[0].dtype == generator[1].dtype
     assert np.array_equal(generator[0].numpy(), generator[1].numpy())
@@ -158,7 +159,7 @@ def test_missing_decoder_names_the_optional_extra(pydicom_file):
         import pydicom
         from pydicom.data import get_testdata_file
         from kneesynth.errors import InputError
-        from kneesynth.images import dicom_pixel_array
+        from kneesynth.data.images import dicom_pixel_array
         path = get_testdata_file(sys.argv[1])
         try:
             dicom_pixel_array(pydicom.dcmread(path), "scan.dcm")

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kneesynth.errors import InputError
-from kneesynth.ingest import (
+from kneesynth.data.ingest import (
     check_dicom_series,
     ingest_volume,
     list_volumes,
@@ -16,6 +15,7 @@ from kneesynth.ingest import (
     read_volume,
     volume_names,
 )
+from kneesynth.errors import InputError
 
 INGEST_CFG = {
     "spacing_mm": [4.0, 4.0, 4.0],

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kneesynth import kl_metrics
+from kneesynth.study_b import kl_metrics
 
 TARGET = [0, 0, 1, 2, 3, 4, 4]
 PREDICTION = [0, 1, 1, 2, 4, 4, 0]

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth.errors import InputError
-from kneesynth.memorization import (
+from kneesynth.checks.memorization import (
     ImageFiles,
     block_sizes,
     max_correlation,
@@ -19,6 +18,7 @@ from kneesynth.memorization import (
     read_grayscale,
     top_pairs,
 )
+from kneesynth.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -156,13 +156,13 @@ SETTINGS = {
 
 
 def test_study_a_driver_flags_a_planted_copy(tmp_path):
-    from kneesynth.io import save_npz
-    from kneesynth.memorization import (
+    from kneesynth.checks.memorization import (
         load_top_pairs,
         plot_top_pairs,
         save_top_pairs,
         study_a_memorization,
     )
+    from kneesynth.io import save_npz
 
     drr = blobs(30, 16, seed=11)
     split = np.array(["train"] * 20 + ["test"] * 10)
@@ -220,8 +220,8 @@ def test_study_a_driver_flags_a_planted_copy(tmp_path):
 def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
     import pandas as pd
 
-    from kneesynth.fid import build_feature_net
-    from kneesynth.memorization import study_b_memorization
+    from kneesynth.checks.memorization import study_b_memorization
+    from kneesynth.study_b.fid import build_feature_net
     from kneesynth.training import save_weights
 
     real = blobs(40, 16, seed=21)
@@ -273,8 +273,8 @@ def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
     ],
 )
 def test_bad_study_a_sample_names_the_file(tmp_path, arrays, problem):
+    from kneesynth.checks.memorization import study_a_memorization
     from kneesynth.io import save_npz
-    from kneesynth.memorization import study_a_memorization
 
     drr = blobs(8, 16, seed=0)
     save_npz(

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.errors import InputError
-from kneesynth.oai import (
+from kneesynth.data.oai import (
     build_raw_manifest,
     crop_oai_batch,
     ingest_oai,
@@ -19,6 +18,7 @@ from kneesynth.oai import (
     read_kl_tables,
     series_matches,
 )
+from kneesynth.errors import InputError
 
 INGEST_CFG = {
     "oai_image_size": 32,

@@ -14,19 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from kneesynth.data.images import load_images
+from kneesynth.data.oai import read_oai_manifest
 from kneesynth.errors import InputError
-from kneesynth.oai_generators import (
-    WganCritic,
-    WganGenerator,
-    build_unet,
-    load_images,
-    read_oai_manifest,
-    sample_ddpm,
-    sample_generator,
-    scheduler_settings,
-    train_generator,
-    unet_settings,
-)
+from kneesynth.study_b.ddpm import build_unet, sample_ddpm, scheduler_settings, unet_settings
+from kneesynth.study_b.generators import sample_generator, train_generator
+from kneesynth.study_b.wgan import WganCritic, WganGenerator
 from kneesynth.training import load_weights
 
 torch.set_num_threads(1)
@@ -198,7 +191,7 @@ RESUME_SCRIPT = textwrap.dedent(
     """
     import sys, json, torch
     torch.set_num_threads(1)
-    from kneesynth.oai_generators import train_generator
+    from kneesynth.study_b.generators import train_generator
     manifest, config, output, state = sys.argv[1:5]
     train_generator("{name}", manifest, json.loads(config), output, state, 7)
     """
@@ -238,7 +231,7 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, name):
 
 
 def test_prediction_targets_recover_the_clean_image():
-    from kneesynth.oai_generators import _target
+    from kneesynth.study_b.ddpm import _target
 
     clean, noise = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
     a_bar = torch.tensor([0.9, 0.5, 0.1]).view(-1, 1, 1, 1)
@@ -283,7 +276,7 @@ def test_patched_unet_keeps_every_pixel():
 
 
 def test_standardiser_round_trip_and_spread():
-    from kneesynth.oai_generators import destandardise, standardise, standardiser
+    from kneesynth.study_b.ddpm import destandardise, standardise, standardiser
 
     images = np.random.default_rng(0).integers(0, 256, (20, SIZE, SIZE)).astype(np.uint8)
     stats = standardiser(images)
@@ -295,7 +288,7 @@ def test_standardiser_round_trip_and_spread():
 
 
 def test_min_snr_weights():
-    from kneesynth.oai_generators import loss_weights
+    from kneesynth.study_b.ddpm import loss_weights
 
     a_bar = torch.tensor([0.999, 0.9, 0.5, 0.01])
     snr = a_bar / (1 - a_bar)
@@ -316,7 +309,7 @@ def standardised_config(steps=2):
 
 
 def test_generators_fine_tune_from_the_shared_base(tmp_path):
-    from kneesynth.oai_generators import train_ddpm_base
+    from kneesynth.study_b.generators import train_ddpm_base
 
     manifest = tiny_oai(tmp_path)
     config = standardised_config()
@@ -347,7 +340,7 @@ def test_generators_fine_tune_from_the_shared_base(tmp_path):
 
 
 def test_memorization_probe_continues_the_base_on_a_few_images(tmp_path):
-    from kneesynth.oai_generators import train_ddpm_base, train_memorization_probe
+    from kneesynth.study_b.generators import train_ddpm_base, train_memorization_probe
 
     manifest = tiny_oai(tmp_path)
     config = standardised_config()
@@ -380,7 +373,8 @@ def conv_weights(state_dict):
 def test_training_honours_the_compute_switches_deterministically(tmp_path, name):
     """bf16 autocast and channels_last (as study A): two runs give the same weights on CPU,
     other numbers than fp32, channels-last convolution weights."""
-    from kneesynth.oai_generators import train_ddpms, train_wgan
+    from kneesynth.study_b.ddpm import train_ddpms
+    from kneesynth.study_b.wgan import train_wgan
 
     images = load_images(read_oai_manifest(tiny_oai(tmp_path), split="train")["image"], SIZE)
     grades = np.repeat(np.arange(5), 3)

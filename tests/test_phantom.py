@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kneesynth import phantom
-from kneesynth.phantom import (
+from kneesynth.data import phantom
+from kneesynth.data.phantom import (
     OA_ANCHORS,
     draw_anatomy,
     kl_grade_from_severity,
@@ -159,7 +159,7 @@ def test_radiograph_specs_two_knees_visits_one_split_per_participant():
 
 
 def test_cover_grades_puts_every_grade_in_every_split():
-    from kneesynth.phantom import cover_grades
+    from kneesynth.data.phantom import cover_grades
 
     config = {**OAI_CFG, "participants": 20, "visits": 2}
     plain = phantom_radiographs(config, 0, [2, 1, 1])
@@ -206,7 +206,7 @@ def test_a_classifier_can_learn_the_grade_from_radiographs():
 
 
 def test_write_phantom_oai_is_a_chen_layout_that_oai_reads(tmp_path):
-    from kneesynth.oai import read_chen_layout
+    from kneesynth.data.oai import read_chen_layout
 
     radiographs = write_phantom_oai(OAI_CFG, 0, FRACTIONS, tmp_path / "oai")
     root = tmp_path / "oai"

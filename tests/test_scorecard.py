@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kneesynth import scorecard
-from kneesynth.scorecard import PAPER_TABLE1, SETTINGS, build_scorecard
+from kneesynth.report import scorecard
+from kneesynth.report.scorecard import PAPER_TABLE1, SETTINGS, build_scorecard
 from kneesynth.stats import Statistic
 
 

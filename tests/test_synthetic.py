@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth.oai_generators import train_generator
-from kneesynth.synthetic import (
+from kneesynth.study_b.generators import train_generator
+from kneesynth.study_b.synthetic import (
     make_synthetic_set,
     plot_kl_grid,
     read_sample_manifest,

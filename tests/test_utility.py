@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kneesynth.errors import InputError
-from kneesynth.io import load_npz, save_npz
-from kneesynth.utility import (
+from kneesynth.checks.utility import (
     bone_classes,
     classifier_utility,
     dice_per_image,
@@ -20,6 +18,8 @@ from kneesynth.utility import (
     select_mask_images,
     train_segmenter,
 )
+from kneesynth.errors import InputError
+from kneesynth.io import load_npz, save_npz
 
 torch.set_num_threads(1)
 
@@ -130,7 +130,7 @@ def test_segmenter_is_deterministic():
 
 
 def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
-    from kneesynth.study_a import build_network
+    from kneesynth.study_a.train import build_network
     from kneesynth.training import save_weights
 
     weights = tmp_path / "ctm_contour_bone.pt"
@@ -227,7 +227,7 @@ def test_classifier_utility_by_hand():
 
 
 def test_bad_prediction_name_and_pairs_off_the_mask_split(dataset, tmp_path):
-    from kneesynth.utility import read_kl_predictions
+    from kneesynth.checks.utility import read_kl_predictions
 
     bad = tmp_path / "real" / "run0.tsv"
     bad.parent.mkdir()

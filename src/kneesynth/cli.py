@@ -85,7 +85,7 @@ def load_config(directory: Path, configfiles: Sequence[str]) -> tuple[dict[str, 
 def check_ct_folder(sicas_dir: str, report: Report) -> None:
     """SICAS/SMIR CTs: the folder's volumes (names, duplicates) and each volume read as the
     ingest step reads it (truncated files, bad DICOM series, NaN voxels); nothing resampled."""
-    from kneesynth.ingest import list_volumes, read_volume
+    from kneesynth.data.ingest import list_volumes, read_volume
     from kneesynth.progress import ProgressLog
 
     volumes = report.attempt(lambda: list_volumes(sicas_dir))
@@ -106,7 +106,7 @@ def check_ct_folder(sicas_dir: str, report: Report) -> None:
 def check_oai_folder(data: Mapping[str, Any], ingest: Mapping[str, Any], report: Report) -> None:
     """OAI radiographs: the Chen layout (folders, file signatures, duplicate IDs) or raw OAI
     (every KL table, then the DICOM headers); no image is converted."""
-    from kneesynth import oai
+    from kneesynth.data import oai
 
     oai_dir, oai_format = data["oai_dir"], data.get("oai_format", "chen")
     if oai_format == "chen":
@@ -199,7 +199,12 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 def validate_reader_sheets(responses_dir: Path, keys_dir: Path) -> Report:
     """Every ``<reader>_<generator>.csv`` in ``responses_dir`` against the key of its kit:
     the name, the columns, every image_id in the kit and none twice, answers real/synthetic."""
-    from kneesynth.reader_study import list_responses, parse_response_name, read_answers, read_key
+    from kneesynth.checks.reader_study import (
+        list_responses,
+        parse_response_name,
+        read_answers,
+        read_key,
+    )
 
     report = Report()
     if not responses_dir.is_dir():

@@ -2,7 +2,7 @@
 # correlation with the training set, Akbar et al.), realism (classifier two-sample test), the
 # reader-study kit and its scoring, and train-on-synthetic / test-on-real utility.
 # Library: src/kneesynth/{memorization,realism,reader_study,utility}.py.
-# Controls (kneesynth.controls) run through the same rules as the generators: study A's as
+# Controls (kneesynth.checks.controls) run through the same rules as the generators: study A's as
 # sample files beside the CSM/CTM samples, study B's as evaluation sets (study_b.smk); the
 # memorisation probe (the shared DDPM base trained further on a few images until it copies them)
 # and its full-data twin (the base) join the study B memorisation check. controls.tsv judges every

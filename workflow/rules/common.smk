@@ -5,9 +5,9 @@ import sys
 
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
-from kneesynth.ingest import list_volumes, volume_names
-from kneesynth.oai import batch_folder, oai_batches
-from kneesynth.study_a_settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
+from kneesynth.data.ingest import list_volumes, volume_names
+from kneesynth.data.oai import batch_folder, oai_batches
+from kneesynth.study_a.settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
 
 try:
     validate_config(

@@ -1,5 +1,5 @@
 # Study A (Mei et al.): NCSN++ score models CSM and CTM, the U-Net baseline, sampling,
-# Table I, paired tests and Fig. 3. Logic in src/kneesynth/study_a.py.
+# Table I, paired tests and Fig. 3. Logic in src/kneesynth/study_a/.
 STUDY_A_CONDITIONS = ["contour", "contour_bone"]
 STUDY_A_MODELS = ["unet", "csm", "ctm"]
 

@@ -5,7 +5,7 @@
 # train_fid_features, fid_table.
 
 # Every metric (FID/KID here, C2ST and memorisation in checks.smk) reads the evaluation sets in
-# results/evaluation/study_b/{name}/: each generator's and each control's (kneesynth.controls),
+# results/evaluation/study_b/{name}/: each generator's and each control's (kneesynth.checks.controls),
 # all with the real test split's KL grade mix and the same counts.
 STUDY_B_GENERATOR_NAMES = ["ddpm_uncond", "ddpm_cond", "wgan"]
 STUDY_B_CONTROL_NAMES = ["control_copy", "control_holdout", "control_noise"]

@@ -1,11 +1,11 @@
 """Rules memorization_study_a / memorization_study_b: max correlation of every synthetic image
-with the training set, calibrated on real held-out images (kneesynth.memorization)."""
+with the training set, calibrated on real held-out images (kneesynth.checks.memorization)."""
 
 from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth import memorization
+    from kneesynth.checks import memorization
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 

@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth import memorization
+    from kneesynth.checks import memorization
     from kneesynth.io import write_tsv
 
     pairs = [p for path in snakemake.input.pairs for p in memorization.load_top_pairs(path)]

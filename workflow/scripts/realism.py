@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth import realism
+    from kneesynth.checks import realism
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 

@@ -13,7 +13,7 @@ The Frechet distance is the one between Gaussians fitted to the two feature sets
 (:func:`trace_sqrt_product`); KID (Binkowski et al. 2018, unbiased at small n) is torchmetrics'
 ``KernelInceptionDistance`` on the same features; both come with a standard error from random
 half-subsets. The sets compared are evaluation sets drawn to the real test split's KL grade
-mix, and the controls (:mod:`kneesynth.controls`) are scored beside the generators. Shapes:
+mix, and the controls (:mod:`kneesynth.checks.controls`) are scored beside the generators. Shapes:
 images uint8 (n, H, W); features float64 (n, d).
 """
 
@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kneesynth.data.images import load_images
+from kneesynth.data.oai import KL_GRADES, read_oai_manifest
 from kneesynth.errors import InputError
-from kneesynth.oai_generators import KL_GRADES, load_images, read_oai_manifest, to_model_range
 from kneesynth.seeding import derive_seed
+from kneesynth.study_b.ddpm import to_model_range
 from kneesynth.training import ResumableTrainer, load_weights, save_weights, step_generator
 
 logger = logging.getLogger(__name__)
@@ -438,7 +440,7 @@ def fid_table(
 ) -> pd.DataFrame:
     """FID and KID of every evaluation set (generators and controls) against the real TEST
     split (rows as in :func:`fid_rows`; ``fid.subsets`` half-subsets for KID and the SEs)."""
-    from kneesynth.synthetic import read_sample_manifest
+    from kneesynth.study_b.synthetic import read_sample_manifest
 
     extract, features, image_size = classifier_extractor(feature_weights, device)
     if fid.get("features", "classifier") == "inception":

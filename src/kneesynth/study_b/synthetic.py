@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kneesynth.data.images import read_radiograph
+from kneesynth.data.oai import KL_GRADES, grade_counts
 from kneesynth.errors import InputError
-from kneesynth.images import read_radiograph
 from kneesynth.io import atomic_path, staged_directory, write_tsv
-from kneesynth.oai import KL_GRADES, grade_counts
 from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
@@ -407,8 +407,8 @@ def make_synthetic_set(
     With ``evaluation_dir`` (and the ``checks`` config section) the generator's evaluation set
     is drawn too (fresh seeds; :func:`make_evaluation_set`), in the same job.
     """
-    from kneesynth.oai import read_oai_manifest
-    from kneesynth.oai_generators import generator_path_name
+    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.study_b.generators import generator_path_name
 
     generator = generator_path_name(weights_path)
     real = read_oai_manifest(real_manifest)
@@ -445,10 +445,10 @@ def make_evaluation_set(
 ) -> pd.DataFrame:
     """Draw and write the evaluation set of a generator (or of the memorisation probe and its
     twin, ``name``): :func:`study_b_evaluation_counts` images per grade, the same counts as
-    the controls (:func:`kneesynth.controls.study_b_controls`), to
+    the controls (:func:`kneesynth.checks.controls.study_b_controls`), to
     ``out_dir/manifest.tsv`` and ``out_dir/png/`` (no DICOM). The metrics (FID/KID, C2ST,
     memorisation) read these sets, never the class-balanced sets of the classifiers."""
-    from kneesynth.oai_generators import read_oai_manifest
+    from kneesynth.data.oai import read_oai_manifest
 
     counts = study_b_evaluation_counts(read_oai_manifest(real_manifest), checks)
     plan = sample_plan(name, counts, derive_seed(int(seed), "study_b", "evaluation"))
@@ -467,13 +467,13 @@ def draw_with_progress(
     device: Any = "cpu",
     max_lines: int = 20,
 ) -> np.ndarray:
-    """:func:`~kneesynth.oai_generators.sample_generator` over ``plan`` in whole batches, with a
+    """:func:`~kneesynth.study_b.generators.sample_generator` over ``plan`` in whole batches, with a
     progress line (images, rate, ETA) after each part; uint8 (n, H, W).
 
     Each image comes from its own seed, and parts are whole multiples of ``batch_size`` (at most
     ``max_lines`` of them), so the batches are those of one call over the whole plan.
     """
-    from kneesynth.oai_generators import sample_generator
+    from kneesynth.study_b.generators import sample_generator
 
     grades, seeds = plan["kl_grade"].to_numpy(), plan["seed"].to_numpy()
     batch_size = int(samples["batch_size"])
@@ -499,7 +499,7 @@ def kl_grid_columns(
     """Columns of the KL grid in the abstract's order: real, WGAN, Diff-Unco, Diff-Cond (the
     generators present in ``sample_manifests``). Real images come from the test split first,
     then val and train (a rare grade may have too few test images to fill its cell)."""
-    from kneesynth.oai import read_oai_manifest
+    from kneesynth.data.oai import read_oai_manifest
 
     real = read_oai_manifest(real_manifest)
     order = {"test": 0, "val": 1, "train": 2}

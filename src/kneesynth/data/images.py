@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,15 @@ def read_radiograph(
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[0, 1] floats -> uint8 (``round(255 v)``): exact for values read from 8-bit images."""
     return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int) -> np.ndarray:
+    """Read radiographs into ``(n, image_size, image_size)`` uint8 (:func:`read_radiograph`:
+    8/16-bit, RGB, one intensity rule; bilinear resize if needed)."""
+    images = np.empty((len(paths), image_size, image_size), dtype=np.uint8)
+    for index, path in enumerate(paths):
+        images[index] = to_uint8(read_radiograph(path, image_size))
+    return images
 
 
 def check_radiograph(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -63,9 +63,9 @@ class ImageSource(Protocol):
 def read_grayscale(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
     """One image file as float32 ``(H, W)`` in [0, 1]; resized (bilinear) to ``size`` = (H, W).
 
-    The one radiograph reader, :func:`kneesynth.images.read_radiograph` (8/16-bit, RGB).
+    The one radiograph reader, :func:`kneesynth.data.images.read_radiograph` (8/16-bit, RGB).
     """
-    from kneesynth.images import read_radiograph
+    from kneesynth.data.images import read_radiograph
 
     return read_radiograph(path, size)
 
@@ -662,9 +662,9 @@ def study_a_memorization(
     """
     import pandas as pd
 
-    from kneesynth.controls import study_a_model_condition
+    from kneesynth.checks.controls import study_a_model_condition
     from kneesynth.io import load_npz
-    from kneesynth.study_a import load_dataset
+    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     train = np.flatnonzero(data["split"] == "train")
@@ -745,15 +745,15 @@ def study_b_memorization(
     device: torch.device | str = "cpu",
 ) -> tuple[Any, Any, list[TopPairs]]:
     """Study B: every generator's synthetic set against the real training split, calibrated on
-    the real held-out split; feature space: the FID feature network (kneesynth.fid).
+    the real held-out split; feature space: the FID feature network (kneesynth.study_b.fid).
 
     Real images are read at the synthetic images' size (bilinear), lazily (:class:`ImageFiles`).
     """
     import pandas as pd
 
-    from kneesynth.fid import classifier_extractor
-    from kneesynth.oai_generators import read_oai_manifest
-    from kneesynth.synthetic import read_sample_manifest
+    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.study_b.fid import classifier_extractor
+    from kneesynth.study_b.synthetic import read_sample_manifest
 
     extract, description, fid_size = classifier_extractor(feature_weights, device)
     features = uint8_features(extract, fid_size)

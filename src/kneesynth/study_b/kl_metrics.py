@@ -1,6 +1,6 @@
 """Kellgren-Lawrence (KL) classification metrics for study B (scikit-learn based).
 
-A prediction table is what :func:`kneesynth.classify.predict` writes per (task, arm, seed):
+A prediction table is what :func:`kneesynth.study_b.classify.predict` writes per (task, arm, seed):
 one row per real test image with columns ``image, participant, kl_grade, target,
 prediction, prob_<class>...``. ``target`` is the class index of the task: the KL grade
 0-4 for ``kl5`` and ``int(kl_grade >= 2)`` for ``kl_binary``.
@@ -30,6 +30,7 @@ import pandas as pd
 from kneesynth import tables
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv
+from kneesynth.study_b.settings import TASK_CLASS_NAMES, TASK_CLASSES
 
 if TYPE_CHECKING:
     from kneesynth.stats import Statistic
@@ -38,13 +39,6 @@ if TYPE_CHECKING:
 # imported by the functions that compute metrics and tests, so that the figure job, which
 # only plots tables, does without them.
 
-#: class labels of each classification task (target values)
-TASK_CLASSES: dict[str, tuple[int, ...]] = {"kl5": (0, 1, 2, 3, 4), "kl_binary": (0, 1)}
-#: human-readable class names (axis labels of confusion matrices)
-TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "kl5": ("KL0", "KL1", "KL2", "KL3", "KL4"),
-    "kl_binary": ("KL<2", "KL>=2"),
-}
 #: lowest KL grade counted as radiographic osteoarthritis (OA-positive)
 OA_POSITIVE_KL = 2
 

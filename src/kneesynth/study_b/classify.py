@@ -41,8 +41,9 @@ import torch
 
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv, write_tsv
-from kneesynth.kl_metrics import TASK_CLASSES, task_target
 from kneesynth.seeding import derive_seed
+from kneesynth.study_b.kl_metrics import task_target
+from kneesynth.study_b.settings import TASK_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,10 @@ class ImageSet:
 def load_image(path: str | os.PathLike[str], image_size: int) -> np.ndarray:
     """One grayscale radiograph as (image_size, image_size) float32 in [0, 1].
 
-    The one radiograph reader, :func:`kneesynth.images.read_radiograph` (8/16-bit, RGB; other
+    The one radiograph reader, :func:`kneesynth.data.images.read_radiograph` (8/16-bit, RGB; other
     sizes are resized bilinearly).
     """
-    from kneesynth.images import read_radiograph
+    from kneesynth.data.images import read_radiograph
 
     return read_radiograph(path, image_size)
 

@@ -151,14 +151,19 @@ def study_b_controls(
 ) -> dict[str, pd.DataFrame]:
     """Write the study B control sets: ``out_dirs[control]/manifest.tsv`` and ``png/``.
 
-    Each holds :func:`kneesynth.synthetic.study_b_evaluation_counts` images per grade at the generators'
+    Each holds :func:`kneesynth.study_b.synthetic.study_b_evaluation_counts` images per grade at the generators'
     ``image_size`` (read like every real image the metrics read), so that a control differs
     from a generator's evaluation set only in where its images come from. The manifests have
     the columns of a synthetic set plus ``source`` (the real image a copy or hold-out image is,
     or the pool the noise was drawn from).
     """
-    from kneesynth.oai_generators import load_images, read_oai_manifest
-    from kneesynth.synthetic import sample_plan, study_b_evaluation_counts, write_synthetic_set
+    from kneesynth.data.images import load_images
+    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.study_b.synthetic import (
+        sample_plan,
+        study_b_evaluation_counts,
+        write_synthetic_set,
+    )
 
     if checks["controls"]["holdout_split"] in ("train", checks["held_out_split"]):
         raise InputError(
@@ -237,7 +242,7 @@ def study_a_controls(
     training DRRs).
     """
     from kneesynth.io import save_npz
-    from kneesynth.study_a import load_dataset
+    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     split = data["split"].astype(str)

@@ -5,7 +5,7 @@ Two input formats (config ``data.oai_format``):
 ``chen`` -- the layout of Chen et al. (2019), "Knee Osteoarthritis Severity Grading Dataset":
     ``<root>/{train,val,test}/{0,1,2,3,4}/<image>.png`` (the folder is the KL grade). Only
     those folders and image files (``.png``, ``.jpg``, ``.jpeg``) may be there; hidden files are
-    ignored; every image is decoded once (:mod:`kneesynth.images`), and every bad path is
+    ignored; every image is decoded once (:mod:`kneesynth.data.images`), and every bad path is
     logged before the error. The file name carries the participant:
     ``<participant><side>[_v<visit>]``, e.g.
     ``9000001L.png`` (Chen) or ``9000001L_v00.png`` (our phantom set; visit = OAI visit code).
@@ -40,7 +40,7 @@ Two input formats (config ``data.oai_format``):
     ``PixelSpacing``, else ``ImagerPixelSpacing``; a missing or zero spacing is refused unless
     ``ingest.oai_pixel_spacing_mm`` gives a fallback, which is logged), windowed to its 0.5-99.5
     percentiles and written as an 8-bit PNG ``<participant><side>_v<vv>.png`` of
-    ``ingest.oai_image_size`` pixels (:func:`kneesynth.images.dicom_knee_crops`; compressed
+    ``ingest.oai_image_size`` pixels (:func:`kneesynth.data.images.dicom_knee_crops`; compressed
     transfer syntaxes need ``pip install -e ".[dicom]"``).
     KL values: OAI missing-value codes (``.``, ``.A: Not Expected``, ``.B``, ... or empty) stop
     with an error naming the file and line, unless ``ingest.oai_missing_kl: drop``; grades
@@ -140,7 +140,7 @@ def raise_problems(problems: Sequence[InputError], what: str = "file(s)") -> Non
 def read_chen_layout(root: str | os.PathLike):
     """Index a Chen-layout folder: DataFrame with the manifest columns (split = folder split).
 
-    Every image is decoded once (:func:`kneesynth.images.check_radiograph`: a truncated file
+    Every image is decoded once (:func:`kneesynth.data.images.check_radiograph`: a truncated file
     fails here, not in training). Raises :class:`InputError` naming the offending path for: a
     missing folder, a folder other than train/val/test or 0-4, a file that is not a PNG/JPEG
     image or cannot be decoded, no images at all, or two images with the same ID (file name
@@ -148,7 +148,7 @@ def read_chen_layout(root: str | os.PathLike):
     """
     import pandas as pd
 
-    from kneesynth.images import check_radiograph
+    from kneesynth.data.images import check_radiograph
 
     root = Path(root)
     if not root.is_dir():
@@ -417,7 +417,7 @@ def radiograph_header(
     """``(record, None)`` for a knee radiograph to use, ``(None, why)`` for a file to skip.
 
     Skipped: a DICOMDIR, a non-image object, a series whose ``SeriesDescription`` does not
-    contain ``series_keyword`` (:func:`series_matches`). Refused (:func:`kneesynth.ingest.
+    contain ``series_keyword`` (:func:`series_matches`). Refused (:func:`kneesynth.data.ingest.
     refuse`: an error under ``checks`` strict, a WARNING under relaxed): a Modality other than
     CR or DX; no ``BodyPartExamined`` naming the knee and no series description naming the
     keyword or the knee. Errors: no PatientID, no visit, an unknown laterality. The record holds
@@ -425,8 +425,8 @@ def radiograph_header(
     """
     from pydicom.uid import MediaStorageDirectoryStorage
 
-    from kneesynth.images import read_dicom
-    from kneesynth.ingest import refuse
+    from kneesynth.data.images import read_dicom
+    from kneesynth.data.ingest import refuse
 
     header = read_dicom(path, stop_before_pixels=True)
     meta = getattr(header, "file_meta", None)
@@ -542,7 +542,7 @@ def crop_oai_batch(
     import pandas as pd
     from PIL import Image
 
-    from kneesynth.images import dicom_knee_crops
+    from kneesynth.data.images import dicom_knee_crops
     from kneesynth.io import write_tsv
 
     checks = cfg.get("input_checks", "strict")
@@ -689,7 +689,7 @@ def assign_participant_splits(manifest, mode: str, fractions: Sequence[float], s
     """
     import pandas as pd
 
-    from kneesynth.splits import split_participants
+    from kneesynth.data.splits import split_participants
 
     manifest = manifest.copy()
     if mode == "participant":

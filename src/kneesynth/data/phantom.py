@@ -3,7 +3,7 @@
 Everything here is deterministic from a seed and written so that the ingest stage reads it
 exactly as it reads real data.
 
-Coordinate convention (the same as :mod:`kneesynth.ingest`, SimpleITK/ITK's LPS):
+Coordinate convention (the same as :mod:`kneesynth.data.ingest`, SimpleITK/ITK's LPS):
 
 * physical axes: ``x`` runs from the patient's right to left, ``y`` from anterior to posterior,
   ``z`` from inferior to superior; the **long axis of the leg is the volume's z axis** (the DRR
@@ -36,7 +36,7 @@ Two products:
   joint). File names carry the OAI participant ID (7 digits starting with 9), the knee side
   (``R``/``L``) and the OAI visit code (``00`` baseline, ``01`` 12 months, ``03`` 24 months,
   ``05``, ``06``, ``08``, ``10``), e.g. ``9000001L_v00.png``; Chen's own files carry the
-  participant ID and side only (``9000001L.png``), which :mod:`kneesynth.oai` reads too.
+  participant ID and side only (``9000001L.png``), which :mod:`kneesynth.data.oai` reads too.
   Each image is the AP line integral of attenuation through a low-resolution 3D knee phantom of
   that knee at that visit, so joint-space narrowing, osteophytes and sclerosis are visible.
 """
@@ -602,11 +602,11 @@ def phantom_radiographs(
     ``kl_grade_weights``, ``progression`` (probability a knee's grade rises by one between
     visits), ``cover_grades`` (every split holds every grade: :func:`cover_grades`).
     Participants are split into train/val/test by ``split_fractions`` with the same
-    function and seed as :func:`kneesynth.oai.ingest_oai` in ``participant`` mode, so the
+    function and seed as :func:`kneesynth.data.oai.ingest_oai` in ``participant`` mode, so the
     folders agree with the manifest's split. Each participant has two knees that share the
     body's proportions; a knee's grade never falls between visits.
     """
-    from kneesynth.splits import split_participants
+    from kneesynth.data.splits import split_participants
 
     base = int(seed)
     count, visits = int(cfg["participants"]), int(cfg["visits"])

@@ -13,7 +13,7 @@ found Dice scores of the synthetic-trained networks at 80-90 % of the real-train
   mean over soft tissue and bone) and the ratio of mean Dice synthetic / real, with a t
   interval over test volumes (delta method; none with one test volume). Every generated
   DRR also goes through the memorisation check against the CTM's training DRRs
-  (:func:`kneesynth.memorization.memorization_check`, calibrated on the test DRRs) and the
+  (:func:`kneesynth.checks.memorization.memorization_check`, calibrated on the test DRRs) and the
   table says how many were flagged.
 - **KL grading (study B).** The KL classifier trained on synthetic images only (arm
   ``syn-<generator>``) vs on real images only (arm ``real``), both tested on the real test
@@ -74,13 +74,15 @@ def sample_pairs(
 ) -> dict[str, int]:
     """Generate one DRR per bone mask of ``mask_split`` with the trained CTM (contour + bone).
 
-    Uses study A's own loader and sampler (:func:`kneesynth.study_a.load_network`,
-    :func:`kneesynth.study_a.generate`, the ``study_a`` config section for the network and
+    Uses study A's own loader and sampler (:func:`kneesynth.study_a.train.load_network`,
+    :func:`kneesynth.study_a.sample.generate`, the ``study_a`` config section for the network and
     sampler). Output .npz: generated (n, H, W) float32 clipped to [0, 1]; mask (n, H, W) the
     bone masks; index (n,) rows of the dataset; volume (n,); view (n,).
     """
     from kneesynth import compute as compute_lib
-    from kneesynth.study_a import condition_key, generate, load_dataset, load_network
+    from kneesynth.study_a.dataset import condition_key, load_dataset
+    from kneesynth.study_a.sample import generate
+    from kneesynth.study_a.train import load_network
 
     data = load_dataset(dataset_path)
     index = select_mask_images(data["split"], mask_split, max_images)
@@ -299,8 +301,8 @@ def segmentation_utility(
     tested on the real test DRRs; the generated DRRs checked for copies of the CTM's training
     DRRs (``memorization``: the ``checks.memorization`` settings). Returns (rows of
     utility.tsv, per-image Dice table)."""
-    from kneesynth.memorization import memorization_check
-    from kneesynth.study_a import load_dataset
+    from kneesynth.checks.memorization import memorization_check
+    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     pairs = load_npz(synthetic_pairs_path)
@@ -441,7 +443,7 @@ def classifier_utility(
     arms and their ratio (the mean over seeds of seed s's ratio, seeds paired by index) with a
     t interval over test participants and seeds (delta method).
     """
-    from kneesynth.kl_metrics import ArmPredictions
+    from kneesynth.study_b.kl_metrics import ArmPredictions
 
     def arm_predictions(arm: str) -> ArmPredictions:
         tables = {seed: table for (name, seed), table in predictions.items() if name == arm}
@@ -505,10 +507,10 @@ def read_kl_predictions(
     paths: Sequence[str | os.PathLike[str]], task: str
 ) -> dict[tuple[str, int], pd.DataFrame]:
     """Prediction tables ``results/classifiers/<task>/<arm>/seed<k>.tsv`` keyed (arm, seed),
-    checked by :func:`kneesynth.kl_metrics.read_predictions` (same test images in every arm)."""
+    checked by :func:`kneesynth.study_b.kl_metrics.read_predictions` (same test images in every arm)."""
     from pathlib import Path
 
-    from kneesynth.kl_metrics import read_predictions
+    from kneesynth.study_b.kl_metrics import read_predictions
 
     keyed = {}
     for path in paths:

@@ -5,7 +5,7 @@ nibabel), MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) or DICOM (
 slice files, one series per folder, read with pydicom; or one Enhanced multi-frame CT file,
 read with highdicom). A volume's name is its file name without the extension
 (``SMIR.Body.025Y.M.CT.57697.nii`` -> ``SMIR.Body.025Y.M.CT.57697``) or its DICOM folder's
-name. The phantom stage writes the same kind of folder (:mod:`kneesynth.phantom`). The workflow
+name. The phantom stage writes the same kind of folder (:mod:`kneesynth.data.phantom`). The workflow
 runs one job per volume, so that one bad volume fails alone.
 
 What an input is (``ingest.input_checks``): a DICOM series must say Modality CT, and every
@@ -131,7 +131,7 @@ def volume_names(config: Mapping[str, Any]) -> list[str]:
     sicas_dir = (config.get("data") or {}).get("sicas_dir")
     if sicas_dir:
         return list(list_volumes(sicas_dir))
-    from kneesynth.phantom import phantom_volume_names
+    from kneesynth.data.phantom import phantom_volume_names
 
     return phantom_volume_names(config["phantom"], config["seed"])
 
@@ -234,7 +234,7 @@ def scan_dicom_series(folder: str | os.PathLike, checks: str = "strict") -> Dico
     """
     from pydicom.uid import MediaStorageDirectoryStorage
 
-    from kneesynth.images import read_dicom
+    from kneesynth.data.images import read_dicom
 
     folder = Path(folder)
     files = sorted(
@@ -386,13 +386,13 @@ def read_dicom_series(folder: str | os.PathLike, checks: str = "strict"):
     """A checked DICOM series folder as a float32 SimpleITK image in HU.
 
     Pixel data are decoded by pydicom (every transfer syntax it can decode; see
-    :mod:`kneesynth.images`) and rescaled to HU (Modality LUT). A gantry tilt is kept as a
+    :mod:`kneesynth.data.images`) and rescaled to HU (Modality LUT). A gantry tilt is kept as a
     sheared direction matrix, which :func:`standardise_volume` resamples away.
     """
     import SimpleITK as sitk
     from pydicom.pixels import apply_modality_lut
 
-    from kneesynth.images import dicom_pixel_array, read_dicom
+    from kneesynth.data.images import dicom_pixel_array, read_dicom
 
     series = scan_dicom_series(folder, checks)
     if series.multiframe:

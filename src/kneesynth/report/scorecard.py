@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from kneesynth.io import atomic_path, read_tsv
-from kneesynth.study_a_settings import PAPER_TABLE1
+from kneesynth.study_a.settings import PAPER_TABLE1
 
 ALPHA = 0.05
 YES, NO, INCONCLUSIVE = "yes", "no", "inconclusive"
@@ -317,8 +317,8 @@ def _metric(table: pd.DataFrame | None, metric: str, **match: Any) -> float:
 
 def failed_checks(controls: pd.DataFrame | None) -> set[tuple[str, str]]:
     """(study, check) pairs that failed their controls in controls.tsv
-    (:func:`kneesynth.controls.checks_failing_controls`)."""
-    from kneesynth.controls import checks_failing_controls
+    (:func:`kneesynth.checks.controls.checks_failing_controls`)."""
+    from kneesynth.checks.controls import checks_failing_controls
 
     if controls is None or controls.empty:
         return set()
@@ -939,7 +939,7 @@ def write_scorecard_html(path: str | os.PathLike[str], scorecard: pd.DataFrame) 
         "<style>body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
         f"<h1>Reproduction scorecard</h1><p>{headline_text(scorecard)}.</p>"
-        "<p>Claims are judged by the rules in <code>kneesynth.scorecard</code>: a finding is "
+        "<p>Claims are judged by the rules in <code>kneesynth.report.scorecard</code>: a finding is "
         "<em>yes</em> only when a test on the independent unit agrees at Holm p &lt; 0.05; "
         "<em>inconclusive</em> when the data cannot decide; settings count apart.</p>"
         f"{styled.to_html()}</body></html>"

@@ -386,10 +386,10 @@ def make_study_b_kits(
 
     ``sample_manifests``, ``kit_dirs``, ``key_paths``: generator -> path.
     """
-    from kneesynth.memorization import ImageFiles, resolve_image_path
-    from kneesynth.oai import read_oai_manifest
+    from kneesynth.checks.memorization import ImageFiles, resolve_image_path
+    from kneesynth.data.oai import read_oai_manifest
     from kneesynth.seeding import derive_seed
-    from kneesynth.synthetic import read_sample_manifest
+    from kneesynth.study_b.synthetic import read_sample_manifest
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     for generator, manifest in sample_manifests.items():

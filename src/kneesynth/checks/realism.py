@@ -515,7 +515,7 @@ def study_a_realism(sample_paths, settings: dict, device: torch.device | str = "
 
     rows = []
     for path in sample_paths:
-        from kneesynth.controls import study_a_model_condition
+        from kneesynth.checks.controls import study_a_model_condition
 
         stem = str(path).rsplit("/", 1)[-1].removesuffix(".npz")
         model, condition = study_a_model_condition(stem)
@@ -552,9 +552,9 @@ def study_b_realism(
     the synthetic images' size. Returns the rows as a DataFrame."""
     import pandas as pd
 
-    from kneesynth.memorization import ImageFiles, resolve_image_path
-    from kneesynth.oai_generators import read_oai_manifest
-    from kneesynth.synthetic import read_sample_manifest
+    from kneesynth.checks.memorization import ImageFiles, resolve_image_path
+    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.study_b.synthetic import read_sample_manifest
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     rows = []
