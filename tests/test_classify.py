@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from kneesynth.data.images import read_radiograph
+from kneesynth.data.manifest import SPLITS, read_oai_manifest, read_sample_manifest
 from kneesynth.errors import InputError
 from kneesynth.study_b import classify
 from kneesynth.study_b.kl_metrics import read_predictions
@@ -110,45 +112,66 @@ def write_manifest(path, rows):
 def test_manifest_missing_column_names_the_file(tmp_path):
     path = write_manifest(tmp_path / "m.tsv", [{"image": "a.png", "kl_grade": 1, "split": "train"}])
     with pytest.raises(InputError, match=r"m\.tsv: missing column\(s\) participant"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_bad_kl_grade(tmp_path):
     rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
-        for s in classify.SPLITS
+        {
+            "image": f"{s}.png",
+            "participant": "p",
+            "side": "L",
+            "visit": 0,
+            "kl_grade": 2,
+            "split": s,
+        }
+        for s in SPLITS
     ]
     rows[1]["kl_grade"] = 7
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: kl_grade must be an integer 0-4; row 3"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_missing_split(tmp_path):
     rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
+        {
+            "image": f"{s}.png",
+            "participant": "p",
+            "side": "L",
+            "visit": 0,
+            "kl_grade": 2,
+            "split": s,
+        }
         for s in ("train", "test")
     ]
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: no images in split\(s\) val"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_unknown_split(tmp_path):
     rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
+        {
+            "image": f"{s}.png",
+            "participant": "p",
+            "side": "L",
+            "visit": 0,
+            "kl_grade": 2,
+            "split": s,
+        }
         for s in ("train", "val", "test", "dev")
     ]
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"unknown split\(s\) \['dev'\]"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_empty_synthetic_manifest(tmp_path):
     path = tmp_path / "s.tsv"
-    path.write_text("image\tkl_grade\n")
+    path.write_text("image\tkl_grade\tgenerator\n")
     with pytest.raises(InputError, match=r"s\.tsv: synthetic manifest has no images"):
-        classify.read_synthetic_manifest(path)
+        read_sample_manifest(path)
 
 
 def test_missing_image_names_the_image(dataset, tmp_path):
@@ -163,7 +186,7 @@ def test_unreadable_image(tmp_path):
     path = tmp_path / "bad.png"
     path.write_text("not a png")
     with pytest.raises(InputError, match=r"bad\.png: cannot read image"):
-        classify.load_image(path, 16)
+        read_radiograph(path, 16)
 
 
 # ------------------------------------------------------------------------------ images
@@ -171,12 +194,12 @@ def test_load_image_8_and_16_bit_and_resize(tmp_path):
     rng = np.random.default_rng(0)
     knee_png(tmp_path / "a.png", 0, np.random.default_rng(1), size=16, bits=8)
     knee_png(tmp_path / "b.png", 0, np.random.default_rng(1), size=16, bits=16)
-    a = classify.load_image(tmp_path / "a.png", 16)
-    b = classify.load_image(tmp_path / "b.png", 16)
+    a = read_radiograph(tmp_path / "a.png", 16)
+    b = read_radiograph(tmp_path / "b.png", 16)
     assert a.shape == b.shape == (16, 16) and a.dtype == np.float32
     assert 0 <= a.min() and a.max() <= 1
     np.testing.assert_allclose(a, b, atol=1 / 255)
-    assert classify.load_image(tmp_path / "a.png", 8).shape == (8, 8)
+    assert read_radiograph(tmp_path / "a.png", 8).shape == (8, 8)
     del rng
 
 

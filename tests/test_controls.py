@@ -19,10 +19,11 @@ from kneesynth.checks.controls import (
     study_b_controls,
 )
 from kneesynth.data.images import read_radiograph
+from kneesynth.data.manifest import read_sample_manifest
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 from kneesynth.study_b.fid import fid_rows
-from kneesynth.study_b.synthetic import evaluation_counts, read_sample_manifest
+from kneesynth.study_b.synthetic import evaluation_counts
 
 SIZE = 16
 CHECKS = {

@@ -17,8 +17,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from kneesynth.checks.memorization import ImageFiles
 from kneesynth.data.images import (
+    ImageFiles,
     dicom_knee_crops,
     dicom_pixel_array,
     grey_radiograph,
@@ -60,7 +60,7 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
     generator = [to_model_range(load_images([p], size)) for p in (eight, sixteen)]
     assert generator[0].dtype == generator[1].dtype
     assert np.array_equal(generator[0].numpy(), generator[1].numpy())
-    # memorisation, realism and the reader kit (memorization.ImageFiles)
+    # memorisation, realism and the reader kit (ImageFiles)
     files = ImageFiles([eight, sixteen], size=(size, size))[0:2]
     assert np.array_equal(files[0], files[1])
     # KL classifiers (classify.load_image_set from a manifest)

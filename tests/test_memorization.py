@@ -8,16 +8,15 @@ import torch
 from PIL import Image
 
 from kneesynth.checks.memorization import (
-    ImageFiles,
     block_sizes,
     max_correlation,
     max_correlation_brute_force,
     memorization_check,
     normalise_rows,
     pca_features,
-    read_grayscale,
     top_pairs,
 )
+from kneesynth.data.images import ImageFiles, read_radiograph
 from kneesynth.errors import InputError
 
 torch.set_num_threads(1)
@@ -127,7 +126,7 @@ def test_unreadable_image_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_text("not a png")
     with pytest.raises(InputError, match="broken.png"):
-        read_grayscale(bad)
+        read_radiograph(bad)
 
 
 # ---------------------------------------------------------------------------------------------

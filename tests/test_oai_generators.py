@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from kneesynth.data.images import load_images
-from kneesynth.data.oai import read_oai_manifest
+from kneesynth.data.manifest import read_oai_manifest
 from kneesynth.errors import InputError
 from kneesynth.study_b.ddpm import build_unet, sample_ddpm, scheduler_settings, unet_settings
 from kneesynth.study_b.generators import sample_generator, train_generator
@@ -95,7 +95,7 @@ def test_read_manifest_rejects_bad_grade(tmp_path):
     frame = pd.read_csv(manifest, sep="\t")
     frame.loc[2, "kl_grade"] = 7
     frame.to_csv(manifest, sep="\t", index=False)
-    with pytest.raises(InputError, match=f"{manifest}: kl_grade must be 0-4"):
+    with pytest.raises(InputError, match=f"{manifest}: kl_grade must be an integer 0-4"):
         read_oai_manifest(manifest)
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from kneesynth.data.manifest import read_sample_manifest
 from kneesynth.study_b.generators import train_generator
 from kneesynth.study_b.synthetic import (
     make_synthetic_set,
     plot_kl_grid,
-    read_sample_manifest,
     sample_plan,
     synthetic_counts,
     write_synthetic_set,

@@ -158,7 +158,7 @@ def study_b_controls(
     or the pool the noise was drawn from).
     """
     from kneesynth.data.images import load_images
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.manifest import read_oai_manifest
     from kneesynth.study_b.synthetic import (
         sample_plan,
         study_b_evaluation_counts,

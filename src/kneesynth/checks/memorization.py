@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from kneesynth.data.images import ImageFiles
+from kneesynth.data.manifest import resolve_image
 from kneesynth.errors import InputError
 
 if TYPE_CHECKING:
@@ -58,67 +60,6 @@ class ImageSource(Protocol):
 # --------------------------------------------------------------------------------------------
 # Reading images
 # --------------------------------------------------------------------------------------------
-
-
-def read_grayscale(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image file as float32 ``(H, W)`` in [0, 1]; resized (bilinear) to ``size`` = (H, W).
-
-    The one radiograph reader, :func:`kneesynth.data.images.read_radiograph` (8/16-bit, RGB).
-    """
-    from kneesynth.data.images import read_radiograph
-
-    return read_radiograph(path, size)
-
-
-class ImageFiles:
-    """Image files read lazily: ``files[a:b]`` -> float32 ``(b - a, H, W)`` in [0, 1].
-
-    ``size`` = (H, W) resizes every image (bilinear); without it, the first image's size is used
-    and an image of another size is an :class:`InputError`.
-    """
-
-    def __init__(
-        self, paths: Sequence[str | os.PathLike[str]], size: tuple[int, int] | None = None
-    ):
-        self.paths = [Path(p) for p in paths]
-        self._size = tuple(size) if size is not None else None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(H, W) of every image returned."""
-        if self._size is None:
-            if not self.paths:
-                raise ValueError("ImageFiles: no images")
-            self._size = read_grayscale(self.paths[0]).shape
-        return self._size  # type: ignore[return-value]
-
-    def __getitem__(self, index: slice | int) -> np.ndarray:
-        if isinstance(index, (int, np.integer)):
-            return self[int(index) : int(index) + 1][0]
-        paths = self.paths[index]
-        out = np.empty((len(paths), *self.size), dtype=np.float32)
-        for i, path in enumerate(paths):
-            image = read_grayscale(path, self._size)
-            if image.shape != tuple(self.size):
-                raise InputError(
-                    path,
-                    f"image is {image.shape[0]}x{image.shape[1]}, expected {self.size[0]}x{self.size[1]}",
-                )
-            out[i] = image
-        return out
-
-
-def resolve_image_path(image: str, manifest: str | os.PathLike[str]) -> Path:
-    """A manifest's ``image`` entry as a path: absolute, else relative to the working directory
-    (repo root under Snakemake), else relative to the manifest's folder."""
-    path = Path(image)
-    if path.is_absolute() or path.exists():
-        return path
-    beside = Path(manifest).parent / path
-    return beside if beside.exists() else path
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,9 +692,8 @@ def study_b_memorization(
     """
     import pandas as pd
 
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
     from kneesynth.study_b.fid import classifier_extractor
-    from kneesynth.study_b.synthetic import read_sample_manifest
 
     extract, description, fid_size = classifier_extractor(feature_weights, device)
     features = uint8_features(extract, fid_size)
@@ -764,17 +704,15 @@ def study_b_memorization(
     for manifest in sample_manifests:
         frame = read_sample_manifest(manifest)
         generator = str(frame["generator"].iloc[0])
-        synthetic = ImageFiles(
-            [resolve_image_path(p, manifest) for p in frame["image"].astype(str)]
-        )
+        synthetic = ImageFiles([resolve_image(p, manifest) for p in frame["image"].astype(str)])
         size = tuple(synthetic.size)
         if size not in references:
             training = ImageFiles(
-                [resolve_image_path(p, real_manifest) for p in train_rows["image"].astype(str)],
+                [resolve_image(p, real_manifest) for p in train_rows["image"].astype(str)],
                 size,
             )
             held_out = ImageFiles(
-                [resolve_image_path(p, real_manifest) for p in held_rows["image"].astype(str)], size
+                [resolve_image(p, real_manifest) for p in held_rows["image"].astype(str)], size
             )
             reference = MemorizationReference(
                 training, held_out, quantile=float(settings["quantile"]), memory_budget_mb=float(settings["memory_budget_mb"]),

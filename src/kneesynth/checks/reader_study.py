@@ -386,19 +386,16 @@ def make_study_b_kits(
 
     ``sample_manifests``, ``kit_dirs``, ``key_paths``: generator -> path.
     """
-    from kneesynth.checks.memorization import ImageFiles, resolve_image_path
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.images import ImageFiles
+    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
     from kneesynth.seeding import derive_seed
-    from kneesynth.study_b.synthetic import read_sample_manifest
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     for generator, manifest in sample_manifests.items():
         frame = read_sample_manifest(manifest)
-        synthetic = ImageFiles(
-            [resolve_image_path(p, manifest) for p in frame["image"].astype(str)]
-        )
+        synthetic = ImageFiles([resolve_image(p, manifest) for p in frame["image"].astype(str)])
         real = ImageFiles(
-            [resolve_image_path(p, real_manifest) for p in held["image"].astype(str)],
+            [resolve_image(p, real_manifest) for p in held["image"].astype(str)],
             synthetic.size,
         )
         n_real, n_synthetic = int(settings["n_real"]), int(settings["n_synthetic"])

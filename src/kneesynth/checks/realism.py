@@ -552,20 +552,17 @@ def study_b_realism(
     the synthetic images' size. Returns the rows as a DataFrame."""
     import pandas as pd
 
-    from kneesynth.checks.memorization import ImageFiles, resolve_image_path
-    from kneesynth.data.oai import read_oai_manifest
-    from kneesynth.study_b.synthetic import read_sample_manifest
+    from kneesynth.data.images import ImageFiles
+    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     rows = []
     for manifest in sample_manifests:
         frame = read_sample_manifest(manifest)
         generator = str(frame["generator"].iloc[0])
-        synthetic = ImageFiles(
-            [resolve_image_path(p, manifest) for p in frame["image"].astype(str)]
-        )
+        synthetic = ImageFiles([resolve_image(p, manifest) for p in frame["image"].astype(str)])
         real = ImageFiles(
-            [resolve_image_path(p, real_manifest) for p in held["image"].astype(str)],
+            [resolve_image(p, real_manifest) for p in held["image"].astype(str)],
             synthetic.size,
         )
         real_index, synthetic_index = balanced_subsample(

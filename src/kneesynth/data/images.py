@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,47 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int) -> np.
     for index, path in enumerate(paths):
         images[index] = to_uint8(read_radiograph(path, image_size))
     return images
+
+
+class ImageFiles:
+    """Image files read lazily: ``files[a:b]`` -> float32 ``(b - a, H, W)`` in [0, 1].
+
+    ``size`` = (H, W) resizes every image (bilinear); without it, the first image's size is used
+    and an image of another size is an :class:`InputError`.
+    """
+
+    def __init__(
+        self, paths: Sequence[str | os.PathLike[str]], size: tuple[int, int] | None = None
+    ):
+        self.paths = [Path(p) for p in paths]
+        self._size = tuple(size) if size is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of every image returned."""
+        if self._size is None:
+            if not self.paths:
+                raise ValueError("ImageFiles: no images")
+            self._size = read_radiograph(self.paths[0]).shape
+        return self._size  # type: ignore[return-value]
+
+    def __getitem__(self, index: slice | int) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[int(index) : int(index) + 1][0]
+        paths = self.paths[index]
+        out = np.empty((len(paths), *self.size), dtype=np.float32)
+        for i, path in enumerate(paths):
+            image = read_radiograph(path, self._size)
+            if image.shape != tuple(self.size):
+                raise InputError(
+                    path,
+                    f"image is {image.shape[0]}x{image.shape[1]}, expected {self.size[0]}x{self.size[1]}",
+                )
+            out[i] = image
+        return out
 
 
 def check_radiograph(path: str | os.PathLike[str]) -> tuple[int, int]:

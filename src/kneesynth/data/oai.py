@@ -63,18 +63,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kneesynth.data.manifest import MANIFEST_COLUMNS
 from kneesynth.errors import InputError
 from kneesynth.io import staged_directory
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 GRADES = ("0", "1", "2", "3", "4")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MANIFEST_COLUMNS = ["image", "participant", "side", "visit", "kl_grade", "split"]
 SIDE_CODES = {1: "R", 2: "L"}
 #: Modalities of a knee radiograph: computed and digital radiography.
 RADIOGRAPH_MODALITIES = ("CR", "DX")
@@ -82,7 +82,6 @@ RADIOGRAPH_MODALITIES = ("CR", "DX")
 TOP_BATCH = "_top"
 #: Columns of a crop job's radiographs.tsv.
 CROP_COLUMNS = ["image", "participant", "side", "visit", "source"]
-KL_GRADES = (0, 1, 2, 3, 4)
 
 _IMAGE_ID = re.compile(r"^(?P<participant>\d{5,})(?P<side>[LR])?(?:[_-][vV]?(?P<visit>\d{1,2}))?$")
 _KL_COLUMN = re.compile(r"^V(?P<visit>\d{2})XRKL$", re.IGNORECASE)
@@ -779,53 +778,3 @@ def ingest_oai(
         manifest["participant"].nunique(),
         counts.to_string(),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the manifest (every study B stage; torch-free, so table and figure jobs can too)
-
-
-def read_oai_manifest(path: str | os.PathLike[str], split: str | None = None) -> pd.DataFrame:
-    """Read ``results/oai/manifest.tsv``; keep the rows of ``split`` (train/val/test) if given.
-
-    Checks the columns and that ``kl_grade`` is an integer in 0..4; the ``image`` column is
-    resolved by :func:`resolve_image`.
-    """
-    import pandas as pd
-
-    from kneesynth.io import read_tsv
-
-    frame = read_tsv(path, required=MANIFEST_COLUMNS)
-    grades = pd.to_numeric(frame["kl_grade"], errors="coerce")
-    bad = ~grades.isin(KL_GRADES)
-    if bad.any():
-        raise InputError(
-            path,
-            f"kl_grade must be 0-4; row {int(np.flatnonzero(bad)[0]) + 2} has "
-            f"{frame['kl_grade'].iloc[int(np.flatnonzero(bad)[0])]!r}",
-        )
-    frame = frame.assign(
-        kl_grade=grades.astype(int),
-        image=[str(resolve_image(image, path)) for image in frame["image"]],
-    )
-    if split is not None:
-        frame = frame[frame["split"] == split].reset_index(drop=True)
-        if frame.empty:
-            raise InputError(path, f"no images in split {split!r}")
-    return frame
-
-
-def resolve_image(image: str, manifest: str | os.PathLike[str]) -> Path:
-    """An image path of a manifest: absolute, relative to the working directory (the repo root
-    under Snakemake), or else relative to the manifest's folder."""
-    path = Path(str(image))
-    if path.is_absolute() or path.exists():
-        return path
-    beside = Path(manifest).parent / path
-    return beside if beside.exists() else path
-
-
-def grade_counts(kl_grades: Sequence[int] | np.ndarray) -> dict[int, int]:
-    """Number of images of each KL grade 0..4 (zeros included)."""
-    values = np.asarray(kl_grades, dtype=int)
-    return {grade: int((values == grade).sum()) for grade in KL_GRADES}

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kneesynth.errors import InputError
-from kneesynth.io import read_tsv, write_tsv
+from kneesynth.data.images import read_radiograph
+from kneesynth.data.manifest import SPLITS, read_oai_manifest, read_sample_manifest, resolve_image
+from kneesynth.io import write_tsv
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.kl_metrics import task_target
 from kneesynth.study_b.settings import TASK_CLASSES
@@ -48,8 +49,6 @@ from kneesynth.study_b.settings import TASK_CLASSES
 logger = logging.getLogger(__name__)
 
 BACKBONES = ("densenet121", "resnet18", "efficientnet-b0", "small_cnn")
-TASKS = tuple(TASK_CLASSES)
-SPLITS = ("train", "val", "test")
 SYNTHETIC_ONLY_PREFIX = "syn-"
 ARM_PATTERN = re.compile(
     r"^(real|real\+(?P<added>[A-Za-z0-9_]+)|(syn-|synthetic:)(?P<only>[A-Za-z0-9_]+))$"
@@ -109,74 +108,14 @@ class ImageSet:
         )
 
 
-def load_image(path: str | os.PathLike[str], image_size: int) -> np.ndarray:
-    """One grayscale radiograph as (image_size, image_size) float32 in [0, 1].
-
-    The one radiograph reader, :func:`kneesynth.data.images.read_radiograph` (8/16-bit, RGB; other
-    sizes are resized bilinearly).
-    """
-    from kneesynth.data.images import read_radiograph
-
-    return read_radiograph(path, image_size)
-
-
-def _resolve(image: str, manifest: Path) -> Path:
-    """An image path of a manifest: absolute, relative to the working directory (the repo
-    root under Snakemake), or relative to the manifest's folder, in that order."""
-    path = Path(image)
-    if path.is_absolute() or path.exists():
-        return path
-    beside = manifest.parent / path
-    return beside if beside.exists() else path
-
-
-def _check_grades(table: pd.DataFrame, manifest: str | os.PathLike[str]) -> np.ndarray:
-    grades = pd.to_numeric(table["kl_grade"], errors="coerce")
-    bad = grades.isna() | ~grades.isin(range(5))
-    if bad.any():
-        raise InputError(
-            manifest,
-            f"kl_grade must be an integer 0-4; row {int(np.flatnonzero(bad)[0]) + 2} "
-            f"has {table['kl_grade'].iloc[int(np.flatnonzero(bad)[0])]!r}",
-        )
-    return grades.to_numpy(dtype=np.int64)
-
-
-def read_real_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The real OAI manifest (image, participant, side, visit, kl_grade, split), checked.
-
-    Every split train/val/test must be present and kl_grade an integer 0-4.
-    """
-    table = read_tsv(path, required=["image", "participant", "kl_grade", "split"])
-    if table.empty:
-        raise InputError(path, "manifest has no images")
-    table = table.astype({"image": str, "participant": str, "split": str})
-    table["kl_grade"] = _check_grades(table, path)
-    unknown = sorted(set(table["split"]) - set(SPLITS))
-    if unknown:
-        raise InputError(path, f"unknown split(s) {unknown}; expected train, val, test")
-    missing = [split for split in SPLITS if not (table["split"] == split).any()]
-    if missing:
-        raise InputError(path, f"no images in split(s) {', '.join(missing)}")
-    return table
-
-
-def read_synthetic_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A synthetic set's manifest (image, kl_grade[, generator]), checked."""
-    table = read_tsv(path, required=["image", "kl_grade"])
-    if table.empty:
-        raise InputError(path, "synthetic manifest has no images")
-    table = table.astype({"image": str})
-    table["kl_grade"] = _check_grades(table, path)
-    return table
-
-
 def load_image_set(
     table: pd.DataFrame, manifest: str | os.PathLike[str], image_size: int
 ) -> ImageSet:
     """Load the images of manifest rows into memory (see :class:`ImageSet`)."""
     manifest = Path(manifest)
-    arrays = [load_image(_resolve(image, manifest), image_size) for image in table["image"]]
+    arrays = [
+        read_radiograph(resolve_image(image, manifest), image_size) for image in table["image"]
+    ]
     images = (
         torch.from_numpy(np.stack(arrays)[:, None])
         if arrays
@@ -210,7 +149,7 @@ def load_arm_data(
     synthetic_manifests: generator -> manifest path (only the arm's generator is read).
     """
     spec = parse_arm(arm)
-    real = read_real_manifest(real_manifest)
+    real = read_oai_manifest(real_manifest, every_split=True)
     splits = {
         split: load_image_set(real[real["split"] == split], real_manifest, image_size)
         for split in SPLITS
@@ -220,7 +159,7 @@ def load_arm_data(
         if spec.generator not in synthetic_manifests:
             raise ValueError(f"arm {arm}: no synthetic manifest given for {spec.generator}")
         manifest = synthetic_manifests[spec.generator]
-        synthetic = load_image_set(read_synthetic_manifest(manifest), manifest, image_size)
+        synthetic = load_image_set(read_sample_manifest(manifest), manifest, image_size)
         train = synthetic if train is None else train.concat(synthetic)
     return ArmData(train=train, val=splits["val"], test=splits["test"])
 

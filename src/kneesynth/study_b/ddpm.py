@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kneesynth.data.oai import KL_GRADES
+from kneesynth.data.manifest import KL_GRADES
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.settings import SAMPLERS
 from kneesynth.training import ResumableTrainer, step_generator

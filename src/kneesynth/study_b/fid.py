@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kneesynth.data.images import load_images
-from kneesynth.data.oai import KL_GRADES, read_oai_manifest
+from kneesynth.data.manifest import KL_GRADES, read_oai_manifest
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import to_model_range
@@ -440,7 +440,7 @@ def fid_table(
 ) -> pd.DataFrame:
     """FID and KID of every evaluation set (generators and controls) against the real TEST
     split (rows as in :func:`fid_rows`; ``fid.subsets`` half-subsets for KID and the SEs)."""
-    from kneesynth.study_b.synthetic import read_sample_manifest
+    from kneesynth.data.manifest import read_sample_manifest
 
     extract, features, image_size = classifier_extractor(feature_weights, device)
     if fid.get("features", "classifier") == "inception":

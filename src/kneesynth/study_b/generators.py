@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from kneesynth.data.images import load_images
-from kneesynth.data.oai import KL_GRADES, grade_counts, read_oai_manifest
+from kneesynth.data.manifest import KL_GRADES, grade_counts, read_oai_manifest
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import (

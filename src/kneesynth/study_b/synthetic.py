@@ -36,15 +36,18 @@ import pandas as pd
 from PIL import Image
 
 from kneesynth.data.images import read_radiograph
-from kneesynth.data.oai import KL_GRADES, grade_counts
-from kneesynth.errors import InputError
+from kneesynth.data.manifest import (
+    KL_GRADES,
+    SAMPLE_MANIFEST_COLUMNS,
+    grade_counts,
+    read_sample_manifest,
+)
 from kneesynth.io import atomic_path, staged_directory, write_tsv
 from kneesynth.progress import ProgressLog
 from kneesynth.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_MANIFEST_COLUMNS = ("image", "kl_grade", "generator", "seed", "dicom")
 BALANCE_POLICIES = ("to_max", "per_grade")
 
 
@@ -327,16 +330,6 @@ def remove_stale_staging(out_dir: str | os.PathLike[str]) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def read_sample_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a synthetic set's manifest.tsv (columns image, kl_grade, generator, ...)."""
-    from kneesynth.io import read_tsv
-
-    frame = read_tsv(path, required=["image", "kl_grade", "generator"])
-    if not frame["kl_grade"].isin(KL_GRADES).all():
-        raise InputError(path, "kl_grade must be 0-4")
-    return frame
-
-
 def plot_kl_grid(
     path: str | os.PathLike[str],
     columns: Sequence[tuple[str, pd.DataFrame]],
@@ -407,7 +400,7 @@ def make_synthetic_set(
     With ``evaluation_dir`` (and the ``checks`` config section) the generator's evaluation set
     is drawn too (fresh seeds; :func:`make_evaluation_set`), in the same job.
     """
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.manifest import read_oai_manifest
     from kneesynth.study_b.generators import generator_path_name
 
     generator = generator_path_name(weights_path)
@@ -448,7 +441,7 @@ def make_evaluation_set(
     the controls (:func:`kneesynth.checks.controls.study_b_controls`), to
     ``out_dir/manifest.tsv`` and ``out_dir/png/`` (no DICOM). The metrics (FID/KID, C2ST,
     memorisation) read these sets, never the class-balanced sets of the classifiers."""
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.manifest import read_oai_manifest
 
     counts = study_b_evaluation_counts(read_oai_manifest(real_manifest), checks)
     plan = sample_plan(name, counts, derive_seed(int(seed), "study_b", "evaluation"))
@@ -499,7 +492,7 @@ def kl_grid_columns(
     """Columns of the KL grid in the abstract's order: real, WGAN, Diff-Unco, Diff-Cond (the
     generators present in ``sample_manifests``). Real images come from the test split first,
     then val and train (a rare grade may have too few test images to fill its cell)."""
-    from kneesynth.data.oai import read_oai_manifest
+    from kneesynth.data.manifest import read_oai_manifest
 
     real = read_oai_manifest(real_manifest)
     order = {"test": 0, "val": 1, "train": 2}

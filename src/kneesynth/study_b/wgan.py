@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kneesynth.data.oai import KL_GRADES
+from kneesynth.data.manifest import KL_GRADES
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import _batch, to_model_range
 from kneesynth.training import ResumableTrainer, step_generator
