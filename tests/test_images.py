@@ -26,8 +26,9 @@ from kneesynth.data.images import (
     pixel_spacing_mm,
     read_radiograph,
 )
+from kneesynth.data.manifest import read_oai_manifest
 from kneesynth.errors import InputError
-from kneesynth.study_b.classify import load_image_set, read_real_manifest
+from kneesynth.study_b.classify import load_image_set
 from kneesynth.study_b.ddpm import to_model_range
 
 
@@ -69,11 +70,13 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
         {
             "image": [str(eight), str(sixteen), str(eight)],
             "participant": ["9000001", "9000002", "9000003"],
+            "side": ["L", "L", "L"],
+            "visit": [0, 0, 0],
             "kl_grade": [0, 0, 1],
             "split": ["train", "val", "test"],
         }
     ).to_csv(manifest, sep="\t", index=False)
-    table = read_real_manifest(manifest)
+    table = read_oai_manifest(manifest, every_split=True)
     classifier = load_image_set(table, manifest, size).images
     assert torch_equal(classifier[0], classifier[1])
 

@@ -37,6 +37,7 @@ import numpy as np
 from kneesynth.data.images import ImageFiles
 from kneesynth.data.manifest import resolve_image
 from kneesynth.errors import InputError
+from kneesynth.tables import TABLE_COLUMNS, table_row
 
 if TYPE_CHECKING:
     import torch
@@ -414,7 +415,6 @@ def top_pairs(result: MemorizationResult, k: int) -> np.ndarray:
 # The checks of each study, the table and the figure
 # --------------------------------------------------------------------------------------------
 
-TABLE_COLUMNS = ["study", "model", "condition", "metric", "value", "paper_value", "note"]
 PAPER_NOTE = (
     "Akbar et al. give no threshold or rate: they show the synthetic images with the highest "
     "maximum correlation and find copies from diffusion models trained on small data sets"
@@ -434,15 +434,15 @@ def summary_rows(
         "nearest_agreement": "fraction whose nearest training image is the same in pixel correlation and in feature space",
     }
     return [
-        {
-            "study": study,
-            "model": model,
-            "condition": condition,
-            "metric": metric,
-            "value": value,
-            "paper_value": "",
-            "note": notes.get(metric, PAPER_NOTE if metric == "max_correlation_max" else ""),
-        }
+        table_row(
+            study,
+            model,
+            condition,
+            metric,
+            value,
+            "",
+            notes.get(metric, PAPER_NOTE if metric == "max_correlation_max" else ""),
+        )
         for metric, value in result.summary().items()
     ]
 

@@ -34,6 +34,7 @@ import pandas as pd
 
 from kneesynth.errors import InputError
 from kneesynth.stats import Statistic
+from kneesynth.tables import TABLE_COLUMNS, table_row
 
 logger = logging.getLogger(__name__)
 
@@ -275,22 +276,11 @@ def score_reader_study(
     from scipy.stats import fisher_exact
 
     paper = dict(paper_detection_rate or {})
-    columns = ["study", "model", "condition", "metric", "value", "paper_value", "note"]
     if not responses:
         note = f"no filled answer sheets (<reader>_<generator>.csv) in {responses_dir or 'the responses folder'}; reader kits are in results/reader_kit/"
         return pd.DataFrame(
-            [
-                {
-                    "study": study,
-                    "model": "all",
-                    "condition": "pooled",
-                    "metric": "detection_rate",
-                    "value": float("nan"),
-                    "paper_value": float("nan"),
-                    "note": note,
-                }
-            ],
-            columns=columns,
+            [table_row(study, "all", "pooled", "detection_rate", float("nan"), float("nan"), note)],
+            columns=TABLE_COLUMNS,
         )
 
     key_tables = {generator: read_key(path) for generator, path in keys.items()}
@@ -301,17 +291,7 @@ def score_reader_study(
         answers = read_answers(path, key_tables[generator])
         per_generator.setdefault(generator, []).append(answers)
         for metric, value in reader_scores(answers).items():
-            rows.append(
-                {
-                    "study": study,
-                    "model": generator,
-                    "condition": reader,
-                    "metric": metric,
-                    "value": value,
-                    "paper_value": float("nan"),
-                    "note": "",
-                }
-            )
+            rows.append(table_row(study, generator, reader, metric, value, float("nan"), ""))
     pooled_counts = {}
     for generator, answer_sets in per_generator.items():
         pooled = pd.concat(answer_sets, ignore_index=True)
@@ -338,17 +318,7 @@ def score_reader_study(
                 if metric.startswith("detection_rate_ci")
                 else ""
             )
-            rows.append(
-                {
-                    "study": study,
-                    "model": generator,
-                    "condition": "pooled",
-                    "metric": metric,
-                    "value": value,
-                    "paper_value": paper_value,
-                    "note": note,
-                }
-            )
+            rows.append(table_row(study, generator, "pooled", metric, value, paper_value, note))
     for first, second in itertools.combinations(sorted(pooled_counts), 2):
         table = [list(pooled_counts[first]), list(pooled_counts[second])]
         result = fisher_exact(table)
@@ -360,17 +330,17 @@ def score_reader_study(
             paper_note += f"; paper detection rates {first} {100 * paper[first]:.1f} % vs {second} {100 * paper[second]:.1f} % (no test given)"
         for metric, value in (("fisher_odds_ratio", result.statistic), ("fisher_p", result.pvalue)):
             rows.append(
-                {
-                    "study": study,
-                    "model": f"{first}_vs_{second}",
-                    "condition": "pooled",
-                    "metric": metric,
-                    "value": float(value),
-                    "paper_value": float("nan"),
-                    "note": paper_note,
-                }
+                table_row(
+                    study,
+                    f"{first}_vs_{second}",
+                    "pooled",
+                    metric,
+                    float(value),
+                    float("nan"),
+                    paper_note,
+                )
             )
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def make_study_b_kits(

@@ -40,6 +40,7 @@ from torch import nn
 
 from kneesynth.seeding import derive_seed
 from kneesynth.stats import ALPHA, sign_flip_distribution
+from kneesynth.tables import TABLE_COLUMNS, table_row
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +456,6 @@ def classifier_two_sample_test(
 # Per study
 # --------------------------------------------------------------------------------------------
 
-TABLE_COLUMNS = ["study", "model", "condition", "metric", "value", "paper_value", "note"]
 NOTE = (
     "classifier two-sample test: CNN real vs synthetic, cross-fitted over folds grouped by unit; "
     "mean per-fold AUC with a unit bootstrap CI (0.5 = indistinguishable); p from exact "
@@ -488,19 +488,15 @@ def _enough_units(path, per_class: int, settings: dict, unit: str = "images") ->
 def realism_rows(study: str, model: str, condition: str, result: RealismResult) -> list[dict]:
     """Rows of ``realism.tsv`` for one generator."""
     return [
-        {
-            "study": study,
-            "model": model,
-            "condition": condition,
-            "metric": metric,
-            "value": value,
-            "paper_value": "",
-            "note": NOTE
-            if metric == "c2st_auc"
-            else result.note
-            if metric == "c2st_p_value"
-            else "",
-        }
+        table_row(
+            study,
+            model,
+            condition,
+            metric,
+            value,
+            "",
+            NOTE if metric == "c2st_auc" else result.note if metric == "c2st_p_value" else "",
+        )
         for metric, value in result.summary().items()
     ]
 

@@ -38,6 +38,7 @@ from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 from kneesynth.seeding import derive_seed
 from kneesynth.stats import Statistic
+from kneesynth.tables import table_row
 
 logger = logging.getLogger(__name__)
 
@@ -274,15 +275,7 @@ def _row(
     paper_value: Any = "",
     note: str = "",
 ) -> dict[str, Any]:
-    return {
-        "study": study,
-        "model": model,
-        "condition": condition,
-        "metric": metric,
-        "value": float(value),
-        "paper_value": paper_value,
-        "note": note,
-    }
+    return table_row(study, model, condition, metric, float(value), paper_value, note)
 
 
 def segmentation_utility(

@@ -36,6 +36,7 @@ from kneesynth.data.manifest import KL_GRADES, read_oai_manifest
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import to_model_range
+from kneesynth.tables import table_row
 from kneesynth.training import ResumableTrainer, load_weights, save_weights, step_generator
 
 logger = logging.getLogger(__name__)
@@ -393,18 +394,18 @@ def fid_rows(
             }
             for metric, value in values.items():
                 rows.append(
-                    {
-                        "study": "B",
-                        "model": name,
-                        "condition": condition,
-                        "metric": metric,
-                        "value": value,
-                        "features": features,
-                        "n_real": int(real_mask.sum()),
-                        "n_synthetic": int(synth_mask.sum()),
-                        "paper_value": "",
-                        "note": METRIC_NOTES[metric],
-                    }
+                    table_row(
+                        "B",
+                        name,
+                        condition,
+                        metric,
+                        value,
+                        "",
+                        METRIC_NOTES[metric],
+                        features=features,
+                        n_real=int(real_mask.sum()),
+                        n_synthetic=int(synth_mask.sum()),
+                    )
                 )
     overall = {(r["model"], r["metric"]): r["value"] for r in rows if r["condition"] == "overall"}
     for row in rows:

@@ -31,6 +31,7 @@ from kneesynth import tables
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv
 from kneesynth.study_b.settings import TASK_CLASS_NAMES, TASK_CLASSES
+from kneesynth.tables import table_row
 
 if TYPE_CHECKING:
     from kneesynth.stats import Statistic
@@ -246,7 +247,7 @@ def kl_classification_table(
     where it has one), note.
     """
     accuracy_ci = accuracy_ci or {}
-    rows = []
+    rows, order = [], []
     arm_order = {arm: i for i, arm in enumerate(dict.fromkeys(per_seed["arm"]))}
     metric_order = {m: i for i, m in enumerate(dict.fromkeys(per_seed["metric"]))}
     grouped = per_seed.groupby(["task", "arm", "metric"], sort=False)["value"]
@@ -261,24 +262,23 @@ def kl_classification_table(
         ci_low, ci_high = accuracy_ci.get((task, arm), (np.nan, np.nan))
         if metric != "accuracy":
             ci_low = ci_high = np.nan
+        order.append((list(TASK_CLASSES).index(task), arm_order[arm], metric_order[metric]))
         rows.append(
-            {
-                "study": study,
-                "model": arm,
-                "condition": task,
-                "metric": metric,
-                "value": float(values.mean()),
-                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                "n_seeds": int(values.size),
-                "ci_low": ci_low,
-                "ci_high": ci_high,
-                "paper_value": paper_value,
-                "note": note,
-                "_order": (list(TASK_CLASSES).index(task), arm_order[arm], metric_order[metric]),
-            }
+            table_row(
+                study,
+                arm,
+                task,
+                metric,
+                float(values.mean()),
+                paper_value,
+                note,
+                std=float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                n_seeds=int(values.size),
+                ci_low=ci_low,
+                ci_high=ci_high,
+            )
         )
-    rows.sort(key=lambda row: row["_order"])
-    return pd.DataFrame(rows).drop(columns="_order")
+    return pd.DataFrame([rows[i] for i in sorted(range(len(rows)), key=order.__getitem__)])
 
 
 def pooled_confusion(predictions: dict[tuple[str, str, int], pd.DataFrame]) -> pd.DataFrame:
