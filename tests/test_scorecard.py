@@ -414,3 +414,10 @@ def test_html_scorecard_holds_every_claim_and_the_headline(tmp_path):
     for text in card["claim"]:
         escaped = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
         assert escaped.replace("'", "&#39;") in page
+
+
+def test_the_scorecard_judges_at_the_tests_alpha():
+    from kneesynth import stats
+    from kneesynth.report import scorecard
+
+    assert scorecard.ALPHA == stats.ALPHA

@@ -5,7 +5,8 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.checks.reader_study import PAPER_DETECTION_RATE, score_reader_study
+    from kneesynth.checks.reader_study import score_reader_study
+    from kneesynth.checks.settings import PAPER_DETECTION_RATE
     from kneesynth.io import write_tsv
 
     generators = list(snakemake.params.generators)

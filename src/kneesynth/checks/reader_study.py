@@ -39,7 +39,6 @@ from kneesynth.tables import TABLE_COLUMNS, table_row
 logger = logging.getLogger(__name__)
 
 #: the DKOU abstract: share of each generator's images the 3 experts spotted as synthetic
-PAPER_DETECTION_RATE = {"ddpm_uncond": 0.167, "wgan": 0.625}
 ANSWERS = {
     "real": "real",
     "r": "real",

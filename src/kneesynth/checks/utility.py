@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneesynth.checks.settings import PAPER_DICE_NOTE
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 from kneesynth.seeding import derive_seed
@@ -42,11 +43,6 @@ from kneesynth.tables import table_row
 
 logger = logging.getLogger(__name__)
 
-#: Akbar et al.: Dice of networks trained on synthetic images is 80-90 % of real-trained Dice
-PAPER_DICE_RATIO = (0.80, 0.90)
-PAPER_DICE_NOTE = (
-    "Akbar et al.: 80-90 % of the Dice of real-trained networks (brain tumour MRI, U-Net/Swin)"
-)
 BONE_CLASSES = 3  # background 0, soft tissue 0.5, bone 1
 
 

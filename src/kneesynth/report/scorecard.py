@@ -45,9 +45,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kneesynth.checks.settings import PAPER_DETECTION_RATE, PAPER_DICE_RATIO
 from kneesynth.io import atomic_path, read_tsv
-from kneesynth.study_a.settings import PAPER_TABLE1
+from kneesynth.study_a.settings import CONDITIONS, MODEL_LABELS, PAPER_TABLE1
+from kneesynth.study_b.settings import GENERATORS, PAPER_ACCURACY
 
+# kneesynth.stats.ALPHA, written again so that the scorecard job does not import scipy.stats and
+# statsmodels (a second of CPU) for one number; tests/test_scorecard.py checks that they agree
 ALPHA = 0.05
 YES, NO, INCONCLUSIVE = "yes", "no", "inconclusive"
 SETTING_DIFFERS, NOT_RUN, NEEDS_REAL_DATA = "setting differs", "not run", "needs the real data"
@@ -56,17 +60,14 @@ CONTROLS_FAILED = "check failed its controls"
 
 COLUMNS = ["study", "kind", "claim", "paper_value", "our_value", "reproduced", "why", "evidence"]
 
-MODEL_LABELS = {"unet": "U-Net", "csm": "CSM", "ctm": "CTM"}
+# the claims' own short label of a condition (no spaces)
 CONDITION_LABELS = {"contour": "contour", "contour_bone": "contour+bone"}
 DDPM_ARMS = ("real+ddpm_uncond", "real+ddpm_cond")
-GENERATORS = ("ddpm_uncond", "ddpm_cond", "wgan")
-CONDITIONS = ("contour", "contour_bone")
 
-# Smits Serena et al. (papers/000): accuracy real -> real + DDPM, and the WGAN's p
-PAPER_ACCURACY_REAL, PAPER_ACCURACY_DDPM = 0.813, 0.830
+# Smits Serena et al.: accuracy real -> real + DDPM
+PAPER_ACCURACY_REAL, PAPER_ACCURACY_DDPM = PAPER_ACCURACY["real"], PAPER_ACCURACY["real+ddpm_cond"]
 PAPER_GAIN = PAPER_ACCURACY_DDPM - PAPER_ACCURACY_REAL
 PRECISION_MARGIN = 0.05  # "precision stable": our choice of margin, the abstract gives none
-PAPER_DICE_RANGE = (0.80, 0.90)  # Akbar et al. (papers/001)
 COPY_FLAG_TOLERANCE = 0.05  # flagged generated pairs beyond the check's calibrated 1 %
 
 
@@ -493,7 +494,7 @@ def study_b_rows(
                 "95 % intervals from their SEs; one trained model per generator",
             )
         )
-    for generator, paper_rate in (("ddpm_uncond", 0.167), ("wgan", 0.625)):
+    for generator, paper_rate in PAPER_DETECTION_RATE.items():
         row = _select(reader, model=generator, condition="pooled", metric="detection_rate")
         ours = _number(row, "value")
         ci = (
@@ -650,7 +651,7 @@ def study_c_rows(
     ratio = _metric(utility, "dice_ratio")
     ci = (_metric(utility, "dice_ratio_ci_low"), _metric(utility, "dice_ratio_ci_high"))
     ci_note = _text(_select(utility, metric="dice_ratio_ci_low"), "note")
-    verdict = value_in_range(PAPER_DICE_RANGE, ratio, ci, 1.0, ci_note)
+    verdict = value_in_range(PAPER_DICE_RATIO, ratio, ci, 1.0, ci_note)
     pairs = _metric(utility, "n_generated_pairs")
     flagged = _metric(utility, "n_generated_flagged_as_copies")
     if (

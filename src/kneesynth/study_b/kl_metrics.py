@@ -30,7 +30,7 @@ import pandas as pd
 from kneesynth import tables
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv
-from kneesynth.study_b.settings import TASK_CLASS_NAMES, TASK_CLASSES
+from kneesynth.study_b.settings import PAPER_ACCURACY, PAPER_P_VALUE, TASK_CLASS_NAMES, TASK_CLASSES
 from kneesynth.tables import table_row
 
 if TYPE_CHECKING:
@@ -42,22 +42,6 @@ if TYPE_CHECKING:
 
 #: lowest KL grade counted as radiographic osteoarthritis (OA-positive)
 OA_POSITIVE_KL = 2
-
-#: Smits Serena et al. (DKOU 2025 abstract): accuracy of the classifier trained on real
-#: images and on real + DDPM images. The abstract does not say 5-class or binary, nor which
-#: DDPM (unconditional or conditional) gave 83.0 %; we put the values beside both tasks and
-#: both DDPM arms and say so in the table's note.
-PAPER_ACCURACY: dict[str, float] = {
-    "real": 0.813,
-    "real+ddpm_uncond": 0.830,
-    "real+ddpm_cond": 0.830,
-}
-#: the abstract's p-values of the augmented arm against ``real`` (as printed)
-PAPER_P_VALUE: dict[str, str] = {
-    "real+ddpm_uncond": "<0.01",
-    "real+ddpm_cond": "<0.01",
-    "real+wgan": "~0.15",
-}
 
 
 def task_target(kl_grade: np.ndarray, task: str) -> np.ndarray:
