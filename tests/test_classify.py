@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from kneesynth.data.images import read_radiograph
-from kneesynth.data.manifest import SPLITS, read_oai_manifest, read_sample_manifest
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
+from kneesynth.data.splits import SPLITS
 from kneesynth.errors import InputError
 from kneesynth.study_b import classify
 from kneesynth.study_b.kl_metrics import read_predictions

@@ -7,13 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.data.oai import (
+from kneesynth.data.oai import ingest_oai, parse_image_id, read_chen_layout
+from kneesynth.data.oai_raw import (
     build_raw_manifest,
     crop_oai_batch,
-    ingest_oai,
     oai_batches,
-    parse_image_id,
-    read_chen_layout,
     read_kl_table,
     read_kl_tables,
     series_matches,

@@ -6,7 +6,7 @@ import sys
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
 from kneesynth.data.ingest import list_volumes, volume_names
-from kneesynth.data.oai import batch_folder, oai_batches
+from kneesynth.data.oai_raw import batch_folder, oai_batches
 from kneesynth.study_a.settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
 
 try:

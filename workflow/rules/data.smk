@@ -2,7 +2,7 @@
 # the OAI manifest and the train/val/test splits. The input functions (common.smk) pick
 # phantom or real folders from config["data"]; VOLUMES (the {volume} wildcard values) is
 # computed at parse time by kneesynth.data.ingest.volume_names without rendering or reading any
-# image, and OAI_BATCHES (raw OAI) by kneesynth.data.oai.oai_batches. One ingest job per volume and
+# image, and OAI_BATCHES (raw OAI) by kneesynth.data.oai_raw.oai_batches. One ingest job per volume and
 # one crop job per raw OAI batch: a bad input fails its own job, and --keep-going reports
 # every bad one in one run without deleting the good ones.
 DATA_DATA = [

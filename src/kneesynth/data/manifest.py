@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kneesynth.data.splits import SPLITS
 from kneesynth.errors import InputError
 from kneesynth.io import read_tsv
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KL_GRADES = (0, 1, 2, 3, 4)
-SPLITS = ("train", "val", "test")
 #: the real manifest: one row per knee radiograph
 MANIFEST_COLUMNS = ["image", "participant", "side", "visit", "kl_grade", "split"]
 #: a synthetic set's manifest: one row per generated image (``dicom``: its DICOM copy, if any)

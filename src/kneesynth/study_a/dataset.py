@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kneesynth.data.splits import SPLITS
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, read_tsv, save_npz
-from kneesynth.study_a.settings import (
-    CONDITIONS,
-    SPLITS,
-)
+from kneesynth.study_a.settings import CONDITIONS
 
 if TYPE_CHECKING:
     pass

@@ -13,11 +13,7 @@ import numpy as np
 
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, read_tsv, write_tsv
-from kneesynth.study_a.settings import (
-    CONDITIONS,
-    MODELS,
-    PAPER_TABLE1,
-)
+from kneesynth.study_a.settings import CONDITIONS, MODELS, PAPER_TABLE1
 
 if TYPE_CHECKING:
     pass

@@ -10,12 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kneesynth.io import atomic_path, load_npz
-from kneesynth.study_a.settings import (
-    CONDITION_LABELS,
-    CONDITIONS,
-    MODEL_LABELS,
-    MODELS,
-)
+from kneesynth.study_a.settings import CONDITION_LABELS, CONDITIONS, MODEL_LABELS, MODELS
 
 if TYPE_CHECKING:
     pass

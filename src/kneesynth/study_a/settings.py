@@ -6,7 +6,6 @@ CONDITIONS = ("contour", "contour_bone")
 MODELS = ("unet", "csm", "ctm")  # the column order of Table I and Fig. 3
 MODEL_LABELS = {"unet": "U-Net", "csm": "CSM", "ctm": "CTM"}
 CONDITION_LABELS = {"contour": "contour", "contour_bone": "contour + bone"}
-SPLITS = ("train", "val", "test")
 
 # config keys a trained model depends on: a checkpoint made with others is not resumed, and
 # the training rules get only these (so a sampler setting does not retrain the models)

@@ -18,9 +18,7 @@ import numpy as np
 
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
-from kneesynth.study_a.settings import (
-    TRAINING_KEYS,
-)
+from kneesynth.study_a.settings import TRAINING_KEYS
 
 if TYPE_CHECKING:
     import torch

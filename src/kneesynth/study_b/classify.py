@@ -40,7 +40,8 @@ import pandas as pd
 import torch
 
 from kneesynth.data.images import read_radiograph
-from kneesynth.data.manifest import SPLITS, read_oai_manifest, read_sample_manifest, resolve_image
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
+from kneesynth.data.splits import SPLITS
 from kneesynth.io import write_tsv
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.kl_metrics import task_target
