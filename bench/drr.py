@@ -67,14 +67,14 @@ def make_phantom(size: int, spacing_mm: float, seed: int, kind: str = "auto") ->
     when available and asked for, else the cylinder phantom above."""
     if kind in ("auto", "kneesynth"):
         try:
-            from kneesynth.data import phantom
+            from kneesynth.data.phantom_ct import phantom_volumes, render_ct
         except ImportError:
             if kind == "kneesynth":
                 raise
         else:
-            volume = phantom.phantom_volumes({"volumes": 1}, seed)[0]
+            volume = phantom_volumes({"volumes": 1}, seed)[0]
             shape, spacing = (size,) * 3, (spacing_mm,) * 3
-            return phantom.render_ct(volume, shape, spacing, noise_hu=0.0).astype(np.float32)
+            return render_ct(volume, shape, spacing, noise_hu=0.0).astype(np.float32)
     return cylinder_leg_phantom(size, spacing_mm, seed)
 
 

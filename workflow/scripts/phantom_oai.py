@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.data.phantom import radiograph_table, write_phantom_oai
+    from kneesynth.data.phantom_oai import radiograph_table, write_phantom_oai
     from kneesynth.io import write_tsv
 
     radiographs = write_phantom_oai(

@@ -131,7 +131,7 @@ def volume_names(config: Mapping[str, Any]) -> list[str]:
     sicas_dir = (config.get("data") or {}).get("sicas_dir")
     if sicas_dir:
         return list(list_volumes(sicas_dir))
-    from kneesynth.data.phantom import phantom_volume_names
+    from kneesynth.data.phantom_ct import phantom_volume_names
 
     return phantom_volume_names(config["phantom"], config["seed"])
 
