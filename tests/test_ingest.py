@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kneesynth.data.ingest import (
-    check_dicom_series,
-    ingest_volume,
-    list_volumes,
-    read_standardised,
-    read_volume,
-    volume_names,
-)
+from kneesynth.data.ct_volumes import check_dicom_series, read_volume
+from kneesynth.data.ingest import ingest_volume, list_volumes, read_standardised, volume_names
 from kneesynth.errors import InputError
 
 INGEST_CFG = {

@@ -155,7 +155,7 @@ SETTINGS = {
 
 
 def test_study_a_driver_flags_a_planted_copy(tmp_path):
-    from kneesynth.checks.memorization import (
+    from kneesynth.checks.memorization_report import (
         load_top_pairs,
         plot_top_pairs,
         save_top_pairs,
@@ -219,7 +219,7 @@ def test_study_a_driver_flags_a_planted_copy(tmp_path):
 def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
     import pandas as pd
 
-    from kneesynth.checks.memorization import study_b_memorization
+    from kneesynth.checks.memorization_report import study_b_memorization
     from kneesynth.study_b.fid import build_feature_net
     from kneesynth.training import save_weights
 
@@ -272,7 +272,7 @@ def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
     ],
 )
 def test_bad_study_a_sample_names_the_file(tmp_path, arrays, problem):
-    from kneesynth.checks.memorization import study_a_memorization
+    from kneesynth.checks.memorization_report import study_a_memorization
     from kneesynth.io import save_npz
 
     drr = blobs(8, 16, seed=0)

@@ -85,7 +85,8 @@ def load_config(directory: Path, configfiles: Sequence[str]) -> tuple[dict[str, 
 def check_ct_folder(sicas_dir: str, report: Report) -> None:
     """SICAS/SMIR CTs: the folder's volumes (names, duplicates) and each volume read as the
     ingest step reads it (truncated files, bad DICOM series, NaN voxels); nothing resampled."""
-    from kneesynth.data.ingest import list_volumes, read_volume
+    from kneesynth.data.ct_volumes import read_volume
+    from kneesynth.data.ingest import list_volumes
     from kneesynth.progress import ProgressLog
 
     volumes = report.attempt(lambda: list_volumes(sicas_dir))

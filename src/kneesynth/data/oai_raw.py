@@ -265,8 +265,8 @@ def radiograph_header(
     """
     from pydicom.uid import MediaStorageDirectoryStorage
 
+    from kneesynth.data.ct_volumes import refuse
     from kneesynth.data.images import read_dicom
-    from kneesynth.data.ingest import refuse
 
     header = read_dicom(path, stop_before_pixels=True)
     meta = getattr(header, "file_meta", None)
