@@ -1,4 +1,4 @@
-"""The GPU check of issue 15, run by bench/gpu_check.sh: one script, one GPU, under 8 minutes.
+"""The GPU check, run by bench/gpu_check.sh: one script, one GPU, under 8 minutes.
 
 Prints, section by section (each figure on one line, as it is measured):
 

@@ -1,4 +1,4 @@
-"""Sampler quality versus cost on the trained study A models (issue 7, item 2).
+"""Sampler quality versus cost on the trained study A models.
 
 For CTM (both conditions) and CSM (SDEdit from t0, both conditions) this generates the same
 test images with the PC sampler at several N and with EDM Heun (and its churn variant) at

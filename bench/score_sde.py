@@ -1,5 +1,5 @@
 """Study A score models: training steps/s and sampled images/s (with network evaluations per
-image), for the demo network and the paper-size NCSN++ (issue 3, item 8).
+image), for the demo network and the paper-size NCSN++.
 
     python bench/score_sde.py                    # demo + paper size (paper size: 1 step on CPU)
     python bench/score_sde.py --sizes paper --paper-batch 16 --paper-steps 20   # on a GPU

@@ -1,5 +1,4 @@
-"""Training throughput of one study A score model, plain versus optimised, in the same run
-(issue 7, item 3).
+"""Training throughput of one study A score model, plain versus optimised, in the same run.
 
 plain:     fp32, eager, contiguous (NCHW) tensors, batches from a torch DataLoader over the
            numpy images (collated on the host each step, copied to the device).

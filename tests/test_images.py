@@ -80,7 +80,7 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
     classifier = load_image_set(table, manifest, size).images
     assert torch_equal(classifier[0], classifier[1])
 
-    # one intensity rule across stages, and nothing saturates (issue 12, finding 8)
+    # one intensity rule across stages, and nothing saturates
     assert np.array_equal(classifier[0, 0].numpy(), files[0])
     expected = read_radiograph(eight, size)
     assert np.allclose(generator[1][0, 0].numpy(), np.rint(expected * 255) / 127.5 - 1, atol=1e-6)
@@ -115,7 +115,7 @@ def test_truncated_or_fake_png_is_one_line_naming_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# DICOM: transfer syntaxes (issue 12, finding 4)
+# DICOM: transfer syntaxes
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("compressed", "uncompressed"),
@@ -188,7 +188,7 @@ def test_truncated_pixel_data_is_one_line_naming_the_file(pydicom_file):
 
 
 # --------------------------------------------------------------------------------------------
-# DICOM radiographs: MONOCHROME1, spacing in mm (issue 12, finding 2)
+# DICOM radiographs: MONOCHROME1, spacing in mm
 # --------------------------------------------------------------------------------------------
 def test_monochrome1_is_inverted_so_bone_is_bright(pydicom_file):
     dataset = pydicom.dcmread(pydicom_file("RG3_UNCR.dcm"))  # CR, MONOCHROME1, 10-bit

@@ -211,7 +211,7 @@ def test_volume_without_a_leg_is_an_error(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Real data as it comes (issue 12): what an input is, geometry, refusals that name the file.
+# Real data as it comes: what an input is, geometry, refusals that name the file.
 # --------------------------------------------------------------------------------------------
 BONE_CENTRE_MM = np.array([6.0, -4.0, 30.0])  # LPS
 BONE_RADIUS_MM = 9.0

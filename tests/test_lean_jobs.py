@@ -1,4 +1,4 @@
-"""Table, figure, stats and scorecard jobs import neither torch, diffusers nor MONAI (issue 15):
+"""Table, figure, stats and scorecard jobs import neither torch, diffusers nor MONAI:
 those imports cost seconds of CPU per job, more than such a job's work.
 
 Each script runs in a fresh interpreter with a stand-in for Snakemake's object, up to its first

@@ -325,7 +325,7 @@ def test_raw_oai_ingest_writes_everything(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Raw OAI as it comes (issue 12): what a file is, series names, spacing, batches
+# Raw OAI as it comes: what a file is, series names, spacing, batches
 # --------------------------------------------------------------------------------------------
 def place(pydicom_file, name, folder, **changes):
     """Copy one of pydicom's real test files into a raw OAI folder, changing some attributes."""

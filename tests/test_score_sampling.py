@@ -146,7 +146,7 @@ def test_sdedit_stays_near_the_start_image():
     assert not math.isclose(float((x - y).abs().mean()), 0.0)
 
 
-# --- EDM Heun against the exact probability-flow ODE (issue 7) -------------------------------
+# --- EDM Heun against the exact probability-flow ODE -------------------------------
 
 
 def exact_ode_solution(x_start, mean, sigma_start):

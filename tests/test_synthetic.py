@@ -170,7 +170,7 @@ def test_kl_grid_figure(tmp_path):
         assert figure.size[0] > 100 and figure.size[1] > 100
 
 
-# --- the DICOM referee (issue 12, finding 9) -------------------------------------------------
+# --- the DICOM referee -------------------------------------------------
 def small_set(folder, generator="wgan", seed=1, offset=0):
     images = (np.arange(5 * SIZE * SIZE).reshape(5, SIZE, SIZE) + offset).astype(np.uint8)
     plan = sample_plan(generator, {0: 2, 1: 1, 2: 0, 3: 1, 4: 1}, seed=seed)

@@ -45,7 +45,8 @@ PROBE = "memorization_probe"
 PROBE_FULL = "memorization_probe_full"
 TABLE_COLUMNS = ["study", "check", "control", "value", "expected", "passes", "detail"]
 
-# The criteria of issue 11 (controls.tsv states them in its ``expected`` column).
+# What a control must show for its check to count (controls.tsv states each in its ``expected``
+# column): a copy is flagged, a held-out real image is not, noise is told apart.
 COPY_FLAGGED_MIN = 0.95
 HOLDOUT_FLAGGED_MAX = 0.05
 NOISE_AUC_MIN = 0.95

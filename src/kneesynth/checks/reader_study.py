@@ -1,6 +1,6 @@
 """Reader study: a blinded kit of real and synthetic images, and the scoring of filled sheets.
 
-The DKOU abstract (papers/000) had two radiologists and an orthopaedic surgeon look at real and
+The DKOU 2025 abstract of Smits Serena et al. had two radiologists and an orthopaedic surgeon look at real and
 synthetic knee radiographs: they spotted 16.7 % of the DDPM (unconditional) images and 62.5 % of
 the WGAN images as synthetic. This module makes the kit for such a study and scores it.
 

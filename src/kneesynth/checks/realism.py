@@ -2,7 +2,7 @@
 
 A small CNN learns to tell real from synthetic images; if it cannot do better than chance on
 images it did not train on, the two sets are indistinguishable to it (AUC 0.5). This is the
-automatic stand-in for the reader study's detection rate (papers/000: readers spotted 16.7 % of
+automatic stand-in for the reader study's detection rate (Smits Serena et al.: readers spotted 16.7 % of
 DDPM vs 62.5 % of GAN images; Lopez-Paz & Oquab, ICLR 2017).
 
 Cross-fitting: the images are split into k folds, grouped by their unit so that images that

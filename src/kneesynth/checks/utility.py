@@ -1,4 +1,4 @@
-"""Train on synthetic, test on real: what synthetic images are worth (Akbar et al., papers/001).
+"""Train on synthetic, test on real: what synthetic images are worth (Akbar et al.).
 
 Akbar et al. trained segmentation networks on synthetic brain MR images and on real ones and
 found Dice scores of the synthetic-trained networks at 80-90 % of the real-trained ones. Here:

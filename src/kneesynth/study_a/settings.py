@@ -23,7 +23,7 @@ TRAINING_KEYS = (
     "grad_clip",
 )
 
-# Table I of Mei et al. (STUDY.md): (model, condition, metric) -> (mean, std)
+# Table I of Mei et al.: (model, condition, metric) -> (mean, std)
 PAPER_TABLE1: dict[tuple[str, str, str], tuple[float, float]] = {
     ("unet", "contour", "mae"): (0.0209, 0.007),
     ("unet", "contour_bone", "mae"): (0.0188, 0.006),
