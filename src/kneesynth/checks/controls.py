@@ -34,15 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kneesynth.checks.settings import CONTROLS, PROBE, PROBE_FULL
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
-CONTROLS = ("control_copy", "control_holdout", "control_noise")
 NOISE_KINDS = ("spectrum", "blur")
-PROBE = "memorization_probe"
-PROBE_FULL = "memorization_probe_full"
 TABLE_COLUMNS = ["study", "check", "control", "value", "expected", "passes", "detail"]
 
 # What a control must show for its check to count (controls.tsv states each in its ``expected``

@@ -1,5 +1,12 @@
-"""The papers' values of the checks (study C, Akbar et al.; the reader study of Smits Serena et
-al.), read by the check tables and the scorecard: standard library only."""
+"""The checks' vocabulary and the papers' values of the checks (study C, Akbar et al.; the reader
+study of Smits Serena et al.): read by the rules at parse time (wildcard values), the check
+tables and the scorecard, so standard library only."""
+
+#: the controls every check runs on: training images, real images nobody trained on, noise
+CONTROLS = ("control_copy", "control_holdout", "control_noise")
+#: the DDPM trained until it copies (and its twin trained on the full training split)
+PROBE = "memorization_probe"
+PROBE_FULL = "memorization_probe_full"
 
 #: Smits Serena et al.: share of synthetic images the readers called synthetic, per generator
 PAPER_DETECTION_RATE = {"ddpm_uncond": 0.167, "wgan": 0.625}
