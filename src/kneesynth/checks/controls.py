@@ -35,8 +35,12 @@ import numpy as np
 import pandas as pd
 
 from kneesynth.checks.settings import CONTROLS, PROBE, PROBE_FULL
+from kneesynth.data.images import load_images
+from kneesynth.data.manifest import read_oai_manifest
 from kneesynth.errors import InputError
+from kneesynth.io import read_tsv, save_npz, write_tsv
 from kneesynth.seeding import derive_seed
+from kneesynth.study_a.dataset import load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +160,11 @@ def study_b_controls(
     the columns of a synthetic set plus ``source`` (the real image a copy or hold-out image is,
     or the pool the noise was drawn from).
     """
-    from kneesynth.data.images import load_images
-    from kneesynth.data.manifest import read_oai_manifest
     from kneesynth.study_b.synthetic import (
         sample_plan,
         study_b_evaluation_counts,
         write_synthetic_set,
-    )
+    )  # heavy (PIL): imported on use
 
     if checks["controls"]["holdout_split"] in ("train", checks["held_out_split"]):
         raise InputError(
@@ -240,8 +242,6 @@ def study_a_controls(
     against); control_noise: noise with the training DRRs' mean and spectrum (or blurred
     training DRRs).
     """
-    from kneesynth.io import save_npz
-    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     split = data["split"].astype(str)
@@ -516,7 +516,6 @@ def checks_failing_controls(controls: pd.DataFrame, study: str | None = None) ->
 
 def read_optional(path: str | os.PathLike[str] | None) -> pd.DataFrame | None:
     """A final table, or None when the path is None or absent."""
-    from kneesynth.io import read_tsv
 
     if path is None or not os.path.exists(path):
         return None
@@ -528,7 +527,6 @@ def write_controls_table(
 ) -> pd.DataFrame:
     """Read fid.tsv, realism.tsv and memorization.tsv (by name in ``tables``), write
     controls.tsv and log every failing check."""
-    from kneesynth.io import write_tsv
 
     table = controls_table(
         read_optional(tables.get("fid")),

@@ -20,6 +20,7 @@ from kneesynth.tables import TABLE_COLUMNS, table_row
 
 if TYPE_CHECKING:
     import torch
+from kneesynth.checks.controls import study_a_model_condition
 from kneesynth.checks.memorization import (
     ImageSource,
     MemorizationReference,
@@ -27,6 +28,9 @@ from kneesynth.checks.memorization import (
     pca_features,
     top_pairs,
 )
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
+from kneesynth.io import atomic_path, load_npz, read_tsv, save_npz
+from kneesynth.study_a.dataset import load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +133,6 @@ def collect_top_pairs(
 
 def save_top_pairs(path: str | os.PathLike[str], pairs: Sequence[TopPairs]) -> None:
     """All generators' pairs of one study in one .npz (arrays keyed ``<i>_<field>``)."""
-    from kneesynth.io import save_npz
 
     arrays: dict[str, np.ndarray] = {"labels": np.array([p.label for p in pairs])}
     for i, p in enumerate(pairs):
@@ -146,7 +149,6 @@ def save_top_pairs(path: str | os.PathLike[str], pairs: Sequence[TopPairs]) -> N
 
 
 def load_top_pairs(path: str | os.PathLike[str]) -> list[TopPairs]:
-    from kneesynth.io import load_npz
 
     data = load_npz(path)
     if "labels" not in data:
@@ -171,8 +173,6 @@ def plot_top_pairs(pairs: Sequence[TopPairs], path: str | os.PathLike[str]) -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from kneesynth.io import atomic_path
 
     k = max((len(p.max_correlation) for p in pairs), default=1)
     fig, axes = plt.subplots(
@@ -221,10 +221,6 @@ def study_a_memorization(
     components of the training DRRs. Returns (summary rows, per-image table, top pairs).
     """
     import pandas as pd
-
-    from kneesynth.checks.controls import study_a_model_condition
-    from kneesynth.io import load_npz
-    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     train = np.flatnonzero(data["split"] == "train")
@@ -311,8 +307,7 @@ def study_b_memorization(
     """
     import pandas as pd
 
-    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
-    from kneesynth.study_b.fid import classifier_extractor
+    from kneesynth.study_b.fid import classifier_extractor  # heavy (torch): imported on use
 
     extract, description, fid_size = classifier_extractor(feature_weights, device)
     features = uint8_features(extract, fid_size)
@@ -359,8 +354,6 @@ def study_b_memorization(
 def memorization_table(partial_tables: Sequence[str | os.PathLike[str]]) -> Any:
     """Stack the per-study summary tables into ``memorization.tsv``."""
     import pandas as pd
-
-    from kneesynth.io import read_tsv
 
     return pd.concat(
         [read_tsv(p, required=TABLE_COLUMNS) for p in partial_tables], ignore_index=True

@@ -32,7 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kneesynth.data.images import ImageFiles
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
 from kneesynth.errors import InputError
+from kneesynth.io import atomic_path, staged_directory
+from kneesynth.seeding import derive_seed
 from kneesynth.stats import Statistic
 from kneesynth.tables import TABLE_COLUMNS, table_row
 
@@ -104,8 +108,6 @@ def make_reader_kit(
         The key as a DataFrame, in the shuffled order of the answer sheet.
     """
     from PIL import Image
-
-    from kneesynth.io import atomic_path, staged_directory
 
     real, synthetic = np.asarray(real), np.asarray(synthetic)
     if real.shape[1:] != synthetic.shape[1:]:
@@ -355,9 +357,6 @@ def make_study_b_kits(
 
     ``sample_manifests``, ``kit_dirs``, ``key_paths``: generator -> path.
     """
-    from kneesynth.data.images import ImageFiles
-    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
-    from kneesynth.seeding import derive_seed
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     for generator, manifest in sample_manifests.items():

@@ -38,6 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from kneesynth.checks.controls import study_a_model_condition
+from kneesynth.data.images import ImageFiles
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
+from kneesynth.errors import InputError
+from kneesynth.io import load_npz
 from kneesynth.seeding import derive_seed
 from kneesynth.stats import ALPHA, sign_flip_distribution
 from kneesynth.tables import TABLE_COLUMNS, table_row
@@ -475,7 +480,6 @@ def _test_kwargs(settings: dict) -> dict:
 
 
 def _enough_units(path, per_class: int, settings: dict, unit: str = "images") -> None:
-    from kneesynth.errors import InputError
 
     if per_class < 2 * int(settings["folds"]):
         raise InputError(
@@ -506,13 +510,8 @@ def study_a_realism(sample_paths, settings: dict, device: torch.device | str = "
     masks they were generated from). Returns the rows as a DataFrame."""
     import pandas as pd
 
-    from kneesynth.errors import InputError
-    from kneesynth.io import load_npz
-
     rows = []
     for path in sample_paths:
-        from kneesynth.checks.controls import study_a_model_condition
-
         stem = str(path).rsplit("/", 1)[-1].removesuffix(".npz")
         model, condition = study_a_model_condition(stem)
         sample = load_npz(path)
@@ -547,9 +546,6 @@ def study_b_realism(
     """Study B: each generator's images vs real held-out images (``held_out_split``), read at
     the synthetic images' size. Returns the rows as a DataFrame."""
     import pandas as pd
-
-    from kneesynth.data.images import ImageFiles
-    from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     rows = []

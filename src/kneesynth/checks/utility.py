@@ -34,12 +34,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneesynth import compute as compute_lib
+from kneesynth.checks.memorization import memorization_check
 from kneesynth.checks.settings import PAPER_DICE_NOTE
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 from kneesynth.seeding import derive_seed
 from kneesynth.stats import Statistic
+from kneesynth.study_a.dataset import condition_key, load_dataset
+from kneesynth.study_a.sample import generate
+from kneesynth.study_a.train import load_network
+from kneesynth.study_b.kl_metrics import ArmPredictions, read_predictions
 from kneesynth.tables import table_row
+from kneesynth.training import ResumableTrainer, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +83,6 @@ def sample_pairs(
     sampler). Output .npz: generated (n, H, W) float32 clipped to [0, 1]; mask (n, H, W) the
     bone masks; index (n,) rows of the dataset; volume (n,); view (n,).
     """
-    from kneesynth import compute as compute_lib
-    from kneesynth.study_a.dataset import condition_key, load_dataset
-    from kneesynth.study_a.sample import generate
-    from kneesynth.study_a.train import load_network
 
     data = load_dataset(dataset_path)
     index = select_mask_images(data["split"], mask_split, max_images)
@@ -163,8 +166,6 @@ def train_segmenter(
     ``kneesynth.training.step_generator(seed, step)``; resumable when ``state_dir`` is given.
     """
     from monai.losses import DiceCELoss
-
-    from kneesynth.training import ResumableTrainer, step_generator
 
     device = torch.device(device)
     images = torch.from_numpy(np.asarray(drr, dtype=np.float32))[:, None].to(device)
@@ -290,8 +291,6 @@ def segmentation_utility(
     tested on the real test DRRs; the generated DRRs checked for copies of the CTM's training
     DRRs (``memorization``: the ``checks.memorization`` settings). Returns (rows of
     utility.tsv, per-image Dice table)."""
-    from kneesynth.checks.memorization import memorization_check
-    from kneesynth.study_a.dataset import load_dataset
 
     data = load_dataset(dataset_path)
     pairs = load_npz(synthetic_pairs_path)
@@ -432,7 +431,6 @@ def classifier_utility(
     arms and their ratio (the mean over seeds of seed s's ratio, seeds paired by index) with a
     t interval over test participants and seeds (delta method).
     """
-    from kneesynth.study_b.kl_metrics import ArmPredictions
 
     def arm_predictions(arm: str) -> ArmPredictions:
         tables = {seed: table for (name, seed), table in predictions.items() if name == arm}
@@ -498,8 +496,6 @@ def read_kl_predictions(
     """Prediction tables ``results/classifiers/<task>/<arm>/seed<k>.tsv`` keyed (arm, seed),
     checked by :func:`kneesynth.study_b.kl_metrics.read_predictions` (same test images in every arm)."""
     from pathlib import Path
-
-    from kneesynth.study_b.kl_metrics import read_predictions
 
     keyed = {}
     for path in paths:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kneesynth.data.images import dicom_pixel_array, read_dicom
 from kneesynth.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,6 @@ def scan_dicom_series(folder: str | os.PathLike, checks: str = "strict") -> Dico
     :data:`SLICE_GAP_TOLERANCE`) and slices off a straight line.
     """
     from pydicom.uid import MediaStorageDirectoryStorage
-
-    from kneesynth.data.images import read_dicom
 
     folder = Path(folder)
     files = sorted(
@@ -311,8 +310,6 @@ def read_dicom_series(folder: str | os.PathLike, checks: str = "strict"):
     """
     import SimpleITK as sitk
     from pydicom.pixels import apply_modality_lut
-
-    from kneesynth.data.images import dicom_pixel_array, read_dicom
 
     series = scan_dicom_series(folder, checks)
     if series.multiframe:

@@ -47,7 +47,9 @@ from kneesynth.data.ct_volumes import (
     read_volume,
     strip_volume_suffix,
 )
+from kneesynth.data.phantom_ct import phantom_volume_names
 from kneesynth.errors import InputError
+from kneesynth.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,6 @@ def volume_names(config: Mapping[str, Any]) -> list[str]:
     sicas_dir = (config.get("data") or {}).get("sicas_dir")
     if sicas_dir:
         return list(list_volumes(sicas_dir))
-    from kneesynth.data.phantom_ct import phantom_volume_names
 
     return phantom_volume_names(config["phantom"], config["seed"])
 
@@ -239,8 +240,6 @@ def ingest_volume(
     or tilted volume is resampled onto the LPS axes. The output is written atomically.
     """
     import SimpleITK as sitk
-
-    from kneesynth.io import atomic_path
 
     image = read_volume(source, cfg.get("input_checks", "strict"))
     direction = direction_matrix(image)

@@ -29,11 +29,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kneesynth.data.images import check_radiograph
 from kneesynth.data.manifest import MANIFEST_COLUMNS
 from kneesynth.data.oai_raw import build_raw_manifest, raw_manifest_from_crops, visible_entries
-from kneesynth.data.splits import SPLITS
+from kneesynth.data.splits import SPLITS, split_participants
 from kneesynth.errors import InputError, raise_problems
-from kneesynth.io import staged_directory
+from kneesynth.io import staged_directory, write_tsv
+from kneesynth.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ def read_chen_layout(root: str | os.PathLike):
     without extension). Every bad path is logged before the error, so one run lists them all.
     """
     import pandas as pd
-
-    from kneesynth.data.images import check_radiograph
 
     root = Path(root)
     if not root.is_dir():
@@ -178,8 +178,6 @@ def assign_participant_splits(manifest, mode: str, fractions: Sequence[float], s
     """
     import pandas as pd
 
-    from kneesynth.data.splits import split_participants
-
     manifest = manifest.copy()
     if mode == "participant":
         participants = split_participants(manifest["participant"].unique(), fractions, seed)
@@ -229,8 +227,6 @@ def ingest_oai(
     (:func:`crop_oai_batch`, one per batch); without them every batch is cropped here, into
     ``image_dir/<batch>/``.
     """
-    from kneesynth.io import write_tsv
-    from kneesynth.seeding import derive_seed
 
     if oai_format == "chen":
         manifest = read_chen_layout(oai_dir)

@@ -47,9 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from kneesynth.data.ct_volumes import refuse
+from kneesynth.data.images import dicom_knee_crops, read_dicom
 from kneesynth.data.manifest import MANIFEST_COLUMNS
 from kneesynth.errors import InputError, raise_problems
-from kneesynth.io import staged_directory
+from kneesynth.io import read_tsv, staged_directory, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +267,6 @@ def radiograph_header(
     """
     from pydicom.uid import MediaStorageDirectoryStorage
 
-    from kneesynth.data.ct_volumes import refuse
-    from kneesynth.data.images import read_dicom
-
     header = read_dicom(path, stop_before_pixels=True)
     meta = getattr(header, "file_meta", None)
     sop_class = str(header.get("SOPClassUID") or (meta or {}).get("MediaStorageSOPClassUID", ""))
@@ -382,9 +381,6 @@ def crop_oai_batch(
     import pandas as pd
     from PIL import Image
 
-    from kneesynth.data.images import dicom_knee_crops
-    from kneesynth.io import write_tsv
-
     checks = cfg.get("input_checks", "strict")
     headers, skipped = scan_oai_dicoms(
         batch_folder(oai_dir, batch),
@@ -457,8 +453,6 @@ def raw_manifest_from_crops(
     radiograph is left, the error lists what was skipped and why.
     """
     import pandas as pd
-
-    from kneesynth.io import read_tsv
 
     tables = list(kl_tables) or find_kl_tables(oai_dir)
     if not tables:

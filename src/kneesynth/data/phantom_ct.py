@@ -26,6 +26,7 @@ from kneesynth.data.phantom import (
     knee_tissues,
     severity_for_grade,
 )
+from kneesynth.io import atomic_path, write_tsv
 from kneesynth.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ def write_nifti(
     """Write an array indexed ``[z, y, x]`` as NIfTI with LPS identity direction, atomically."""
     import SimpleITK as sitk
 
-    from kneesynth.io import atomic_path
-
     image = sitk.GetImageFromArray(array_zyx)
     image.SetSpacing(tuple(float(v) for v in spacing_mm))
     size = np.array(array_zyx.shape[::-1], dtype=float)
@@ -143,8 +142,6 @@ def write_phantom_ct(
     side, kl_grade, oa_severity, ...) to ``parameters_tsv`` if given. Returns the paths.
     """
     import pandas as pd
-
-    from kneesynth.io import write_tsv
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ from kneesynth.data.phantom import (
     knee_tissues,
     severity_for_grade,
 )
+from kneesynth.data.splits import split_participants
+from kneesynth.io import staged_directory
 from kneesynth.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,6 @@ def phantom_radiographs(
     folders agree with the manifest's split. Each participant has two knees that share the
     body's proportions; a knee's grade never falls between visits.
     """
-    from kneesynth.data.splits import split_participants
 
     base = int(seed)
     count, visits = int(cfg["participants"]), int(cfg["visits"])
@@ -219,8 +220,6 @@ def write_phantom_oai(
     complete or absent. Returns the radiographs written (the ground truth).
     """
     from PIL import Image
-
-    from kneesynth.io import staged_directory
 
     out_dir = Path(out_dir)
     radiographs = phantom_radiographs(cfg, seed, split_fractions)

@@ -22,6 +22,9 @@ from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from kneesynth.errors import InputError
+from kneesynth.io import read_tsv, write_tsv
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -122,7 +125,6 @@ def write_volume_splits(
     views: int | None = None,
 ) -> None:
     """Write ``results/splits/volumes.tsv`` (see the module docstring for its columns)."""
-    from kneesynth.io import write_tsv
 
     frame = split_volumes(volumes, fractions, seed, mode, views)
     write_tsv(path, frame)
@@ -132,8 +134,6 @@ def write_volume_splits(
 def read_volume_splits(path: str | os.PathLike):
     """Read ``volumes.tsv``; returns a DataFrame with ``volume``, ``split`` and, in image mode,
     ``view``. Checks that the splits are known names."""
-    from kneesynth.errors import InputError
-    from kneesynth.io import read_tsv
 
     frame = read_tsv(path, required=["volume", "split"])
     unknown = sorted(set(frame["split"]) - set(SPLITS))

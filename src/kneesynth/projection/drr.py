@@ -50,6 +50,7 @@ import numpy as np
 import scipy.sparse
 
 from kneesynth.errors import InputError
+from kneesynth.io import save_npz
 
 logger = logging.getLogger(__name__)
 
@@ -551,7 +552,6 @@ def project_ct_file(
 ) -> DrrResult:
     """Read ``results/ct/{volume}.nii.gz``, project it, write ``results/drr/{volume}.npz``
     (``drr``, ``bone_projection``, ``angles_deg``) atomically."""
-    from kneesynth.io import save_npz
 
     settings = ProjectionSettings.from_config(config)
     hu, spacing = read_ct(ct_path)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from kneesynth.errors import InputError
+from kneesynth.io import atomic_path, load_npz, save_npz
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def read_drr(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     (views, H, W) of one shape, finite, in [0, 1]; ``angles_deg`` (views,)."""
     import zipfile
 
-    from kneesynth.io import load_npz
-
     try:
         arrays = load_npz(path)
     except zipfile.BadZipFile as error:  # a damaged .npz is a damaged zip archive
@@ -105,7 +104,6 @@ def segment_drr_file(
 ) -> dict[str, np.ndarray]:
     """``results/drr/{volume}.npz`` -> ``results/segmentation/{volume}.npz`` (``contour``,
     ``bone``: (views, H, W) float32 in {0, 0.5, 1}), written atomically."""
-    from kneesynth.io import save_npz
 
     settings = SegmentationSettings.from_config(config)
     arrays = read_drr(drr_path)
@@ -144,8 +142,6 @@ def segmentation_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from kneesynth.io import atomic_path, load_npz
 
     settings = SegmentationSettings.from_config(config)
     if len(drr_paths) != len(segmentation_paths):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from kneesynth.checks.controls import checks_failing_controls
 from kneesynth.checks.settings import PAPER_DETECTION_RATE, PAPER_DICE_RATIO
 from kneesynth.io import read_tsv
 from kneesynth.report.verdicts import (
@@ -96,7 +97,6 @@ def _metric(table: pd.DataFrame | None, metric: str, **match: Any) -> float:
 def failed_checks(controls: pd.DataFrame | None) -> set[tuple[str, str]]:
     """(study, check) pairs that failed their controls in controls.tsv
     (:func:`kneesynth.checks.controls.checks_failing_controls`)."""
-    from kneesynth.checks.controls import checks_failing_controls
 
     if controls is None or controls.empty:
         return set()

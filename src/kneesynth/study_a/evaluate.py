@@ -13,6 +13,7 @@ import numpy as np
 
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, read_tsv, write_tsv
+from kneesynth.seeding import derive_seed
 from kneesynth.study_a.settings import CONDITIONS, MODELS, PAPER_TABLE1
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def table1(
     test volume), and the network evaluations per image of the model's sampler."""
     import pandas as pd
 
-    from kneesynth.stats import Statistic
+    from kneesynth.stats import Statistic  # heavy (pandas, scipy, statsmodels): imported on use
 
     metrics = _read_metrics(metrics_tsv)
     rows = []
@@ -185,8 +186,12 @@ def paired_tests(
     """
     import pandas as pd
 
-    from kneesynth.seeding import derive_seed
-    from kneesynth.stats import Statistic, cluster_bootstrap_interval, difference_test, holm
+    from kneesynth.stats import (  # heavy (pandas, scipy, statsmodels): imported on use
+        Statistic,
+        cluster_bootstrap_interval,
+        difference_test,
+        holm,
+    )
 
     metrics = _read_metrics(metrics_tsv)
     key = ["volume", "view"]

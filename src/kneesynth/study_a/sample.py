@@ -40,7 +40,7 @@ def select_test_images(data: Mapping[str, np.ndarray], max_images: int | None) -
 
 def make_sampler(params: Mapping[str, Any], sde: VESDE):
     """The sampler named in ``params['sampler']['name']`` with its settings."""
-    from kneesynth.score.sampling import get_sampler
+    from kneesynth.score.sampling import get_sampler  # heavy (torch): imported on use
 
     sampler_params = params["sampler"]
     name = sampler_params["name"]
@@ -68,9 +68,12 @@ def generate(
     """
     import torch
 
-    from kneesynth import compute as compute_lib
-    from kneesynth.score.sampling import CountingScoreFn, initial_sample
-    from kneesynth.score.sde import VESDE
+    from kneesynth import compute as compute_lib  # heavy (torch): imported on use
+    from kneesynth.score.sampling import (  # heavy (torch): imported on use
+        CountingScoreFn,
+        initial_sample,
+    )
+    from kneesynth.score.sde import VESDE  # heavy (torch): imported on use
 
     device = torch.device(device)
     sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
@@ -130,7 +133,7 @@ def sample_test_images(
     """
     import torch
 
-    from kneesynth import compute as compute_lib
+    from kneesynth import compute as compute_lib  # heavy (torch): imported on use
 
     data = load_dataset(dataset_path)
     index = select_test_images(data, params.get("max_test_images"))

@@ -47,8 +47,8 @@ def _split_tensors(
 
 def build_network(kind: str, network: Mapping[str, Any], image_size: int, seed: int):
     """NCSN++ score model (kind csm: 1 channel in; ctm: 2) or U-Net baseline (kind unet)."""
-    from kneesynth.score.ncsnpp import build_ncsnpp
-    from kneesynth.score.unet_baseline import build_unet_baseline
+    from kneesynth.score.ncsnpp import build_ncsnpp  # heavy (torch): imported on use
+    from kneesynth.score.unet_baseline import build_unet_baseline  # heavy (torch): imported on use
 
     options = {
         "image_size": image_size,
@@ -92,10 +92,14 @@ def train_model(
     import torch
     from diffusers.training_utils import EMAModel
 
-    from kneesynth import compute as compute_lib
-    from kneesynth.score.losses import dsm_loss, l1_loss
-    from kneesynth.score.sde import VESDE
-    from kneesynth.training import ResumableTrainer, save_weights, step_generator
+    from kneesynth import compute as compute_lib  # heavy (torch): imported on use
+    from kneesynth.score.losses import dsm_loss, l1_loss  # heavy (torch): imported on use
+    from kneesynth.score.sde import VESDE  # heavy (torch): imported on use
+    from kneesynth.training import (  # heavy (torch): imported on use
+        ResumableTrainer,
+        save_weights,
+        step_generator,
+    )
 
     if (kind == "csm") != (condition is None):
         raise ValueError("CSM is unconditional; CTM and U-Net need a condition")
@@ -179,7 +183,7 @@ def train_model(
 
 def load_network(kind: str, weights: str | os.PathLike[str], params: Mapping[str, Any], device):
     """Rebuild a study A network from the config and load its weights (eval mode)."""
-    from kneesynth.training import load_weights
+    from kneesynth.training import load_weights  # heavy (torch): imported on use
 
     state_dict, meta = load_weights(weights)
     if meta.get("kind") not in (None, kind):

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kneesynth.compute import autocast, prepare_input, prepare_model
 from kneesynth.data.images import read_radiograph
 from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
 from kneesynth.data.splits import SPLITS
@@ -46,6 +47,7 @@ from kneesynth.io import write_tsv
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.kl_metrics import task_target
 from kneesynth.study_b.settings import TASK_CLASSES
+from kneesynth.training import ResumableTrainer, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -316,8 +318,6 @@ def train_classifier(
     Returns the model loaded with the selected epoch's weights, and the selection record
     (validation history per epoch).
     """
-    from kneesynth.compute import autocast, prepare_input, prepare_model
-    from kneesynth.training import ResumableTrainer, step_generator
 
     device = device or torch.device("cpu")
     num_classes = len(TASK_CLASSES[task])

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kneesynth import compute as compute_lib
 from kneesynth.data.manifest import KL_GRADES
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.settings import SAMPLERS
@@ -306,8 +307,6 @@ def train_ddpms(
     """
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
-
-    from kneesynth import compute as compute_lib
 
     device = torch.device(device)
     noise_scheduler = DDPMScheduler(**scheduler_settings(ddpm))

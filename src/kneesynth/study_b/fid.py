@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kneesynth import compute as compute_lib
 from kneesynth.data.images import load_images
-from kneesynth.data.manifest import KL_GRADES, read_oai_manifest
+from kneesynth.data.manifest import KL_GRADES, read_oai_manifest, read_sample_manifest
 from kneesynth.errors import InputError
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import to_model_range
@@ -100,7 +101,6 @@ def train_feature_net(
     The validation accuracy (KL) is logged and saved in the weights' meta. ``compute``: bf16
     autocast, channels_last and torch.compile of the training steps, as in study A.
     """
-    from kneesynth import compute as compute_lib
 
     classifier = fid["classifier"]
     device = torch.device(device)
@@ -441,7 +441,6 @@ def fid_table(
 ) -> pd.DataFrame:
     """FID and KID of every evaluation set (generators and controls) against the real TEST
     split (rows as in :func:`fid_rows`; ``fid.subsets`` half-subsets for KID and the SEs)."""
-    from kneesynth.data.manifest import read_sample_manifest
 
     extract, features, image_size = classifier_extractor(feature_weights, device)
     if fid.get("features", "classifier") == "inception":

@@ -29,7 +29,7 @@ import pandas as pd
 
 from kneesynth import tables
 from kneesynth.errors import InputError
-from kneesynth.io import read_tsv
+from kneesynth.io import atomic_path, read_tsv
 from kneesynth.study_b.settings import PAPER_ACCURACY, PAPER_P_VALUE, TASK_CLASS_NAMES, TASK_CLASSES
 from kneesynth.tables import table_row
 
@@ -180,7 +180,7 @@ class ArmPredictions:
     def statistic(self, metric: str, task: str) -> Statistic:
         """``accuracy``, ``oa_positive_recall`` or ``macro_precision`` as a
         :class:`kneesynth.stats.Statistic` (per seed, with each image's influence)."""
-        from kneesynth.stats import Statistic
+        from kneesynth.stats import Statistic  # heavy (scipy, statsmodels): imported on use
 
         if metric == "accuracy":
             return Statistic.mean(self.correct)
@@ -330,7 +330,7 @@ def paired_tests_table(
     Holm's correction runs within each (task, test, metric) family, i.e. over the augmented
     arms (and their seeds for McNemar). Returns the columns :data:`PAIRED_TEST_COLUMNS`.
     """
-    from kneesynth import stats
+    from kneesynth import stats  # heavy (scipy, statsmodels): imported on use
 
     rows: list[dict] = []
     for task in dict.fromkeys(task for task, _, _ in predictions):
@@ -410,8 +410,6 @@ def plot_confusion_matrices(confusion: pd.DataFrame, path, arms: Sequence[str] |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kneesynth.io import atomic_path
-
     tasks = [t for t in TASK_CLASSES if t in set(confusion["task"])]
     arms = list(arms or dict.fromkeys(confusion["arm"]))
     fig, axes = plt.subplots(
@@ -471,8 +469,6 @@ def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from kneesynth.io import atomic_path
 
     accuracy = table[table["metric"] == "accuracy"]
     tasks = [t for t in TASK_CLASSES if t in set(accuracy["condition"])]

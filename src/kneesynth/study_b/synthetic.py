@@ -40,6 +40,7 @@ from kneesynth.data.manifest import (
     KL_GRADES,
     SAMPLE_MANIFEST_COLUMNS,
     grade_counts,
+    read_oai_manifest,
     read_sample_manifest,
 )
 from kneesynth.io import atomic_path, staged_directory, write_tsv
@@ -400,8 +401,7 @@ def make_synthetic_set(
     With ``evaluation_dir`` (and the ``checks`` config section) the generator's evaluation set
     is drawn too (fresh seeds; :func:`make_evaluation_set`), in the same job.
     """
-    from kneesynth.data.manifest import read_oai_manifest
-    from kneesynth.study_b.generators import generator_path_name
+    from kneesynth.study_b.generators import generator_path_name  # heavy (torch): imported on use
 
     generator = generator_path_name(weights_path)
     real = read_oai_manifest(real_manifest)
@@ -441,7 +441,6 @@ def make_evaluation_set(
     the controls (:func:`kneesynth.checks.controls.study_b_controls`), to
     ``out_dir/manifest.tsv`` and ``out_dir/png/`` (no DICOM). The metrics (FID/KID, C2ST,
     memorisation) read these sets, never the class-balanced sets of the classifiers."""
-    from kneesynth.data.manifest import read_oai_manifest
 
     counts = study_b_evaluation_counts(read_oai_manifest(real_manifest), checks)
     plan = sample_plan(name, counts, derive_seed(int(seed), "study_b", "evaluation"))
@@ -466,7 +465,7 @@ def draw_with_progress(
     Each image comes from its own seed, and parts are whole multiples of ``batch_size`` (at most
     ``max_lines`` of them), so the batches are those of one call over the whole plan.
     """
-    from kneesynth.study_b.generators import sample_generator
+    from kneesynth.study_b.generators import sample_generator  # heavy (torch): imported on use
 
     grades, seeds = plan["kl_grade"].to_numpy(), plan["seed"].to_numpy()
     batch_size = int(samples["batch_size"])
@@ -492,7 +491,6 @@ def kl_grid_columns(
     """Columns of the KL grid in the abstract's order: real, WGAN, Diff-Unco, Diff-Cond (the
     generators present in ``sample_manifests``). Real images come from the test split first,
     then val and train (a rare grade may have too few test images to fill its cell)."""
-    from kneesynth.data.manifest import read_oai_manifest
 
     real = read_oai_manifest(real_manifest)
     order = {"test": 0, "val": 1, "train": 2}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kneesynth import compute as compute_lib
 from kneesynth.data.manifest import KL_GRADES
 from kneesynth.seeding import derive_seed
 from kneesynth.study_b.ddpm import _batch, to_model_range
@@ -155,7 +156,6 @@ def train_wgan(
     autocast, channels_last and torch.compile as in study A; the gradient penalty calls the
     critic uncompiled (torch.compile does not support its double backward).
     """
-    from kneesynth import compute as compute_lib
 
     device = torch.device(device)
     torch.manual_seed(derive_seed(seed, "init"))
