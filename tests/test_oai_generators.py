@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from kneesynth.data.images import load_images
 from kneesynth.data.manifest import read_oai_manifest
@@ -26,33 +25,27 @@ torch.set_num_threads(1)
 SIZE = 16
 
 
-def tiny_oai(folder, per_grade=(3, 3, 3, 3, 3), participant="P-9000001", size=SIZE):
-    """A tiny OAI manifest of PNGs: grade g has a joint gap of 6 - g pixels; train/val/test."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for split, factor in (("train", 1), ("val", 1), ("test", 1)):
-        for grade, count in enumerate(per_grade):
-            for i in range(count * factor):
-                image = rng.integers(0, 40, (size, size)).astype(np.uint8)
-                gap = 6 - grade
-                image[: size // 2 - gap // 2] += 150
-                image[size // 2 + (gap + 1) // 2 :] += 150
-                path = folder / "oai" / split / str(grade) / f"{participant}_{grade}_{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image).save(path)
-                rows.append(
-                    {
-                        "image": str(path),
-                        "participant": f"{participant}{split}{i}",
-                        "side": "R",
-                        "visit": "V00",
-                        "kl_grade": grade,
-                        "split": split,
-                    }
-                )
-    manifest = folder / "manifest.tsv"
-    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
-    return manifest
+@pytest.fixture
+def tiny_oai(tiny_oai):
+    """The shared tiny OAI set: grade g has a joint gap of 6 - g pixels."""
+
+    def write(folder, per_grade=(3, 3, 3, 3, 3), participant="P-9000001", size=SIZE):
+        def draw(rng, grade):
+            image = rng.integers(0, 40, (size, size)).astype(np.uint8)
+            gap = 6 - grade
+            image[: size // 2 - gap // 2] += 150
+            image[size // 2 + (gap + 1) // 2 :] += 150
+            return image
+
+        return tiny_oai(
+            folder,
+            draw,
+            per_grade=per_grade,
+            path=f"oai/{{split}}/{{grade}}/{participant}_{{grade}}_{{i}}.png",
+            participant=f"{participant}{{split}}{{i}}",
+        )
+
+    return write
 
 
 def tiny_config(steps=3):
@@ -90,7 +83,7 @@ def tiny_config(steps=3):
 SAMPLING = {"sampler": "ddim", "inference_steps": 4, "batch_size": 8}
 
 
-def test_read_manifest_rejects_bad_grade(tmp_path):
+def test_read_manifest_rejects_bad_grade(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     frame = pd.read_csv(manifest, sep="\t")
     frame.loc[2, "kl_grade"] = 7
@@ -112,7 +105,7 @@ def test_load_images_names_missing_file(tmp_path):
         load_images([missing], SIZE)
 
 
-def test_load_images_resizes(tmp_path):
+def test_load_images_resizes(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     frame = read_oai_manifest(manifest, split="train")
     images = load_images(frame["image"][:2], 8)
@@ -154,7 +147,7 @@ def test_wgan_nets_shapes():
 
 
 @pytest.mark.parametrize("name", ["ddpm_uncond", "ddpm_cond", "wgan"])
-def test_train_and_sample_each_generator(tmp_path, name):
+def test_train_and_sample_each_generator(tiny_oai, tmp_path, name):
     manifest = tiny_oai(tmp_path)
     weights = tmp_path / "models" / f"{name}.pt"
     train_generator(name, manifest, tiny_config(steps=2), weights, tmp_path / "state" / name, 7)
@@ -170,7 +163,7 @@ def test_train_and_sample_each_generator(tmp_path, name):
     np.testing.assert_array_equal(again, images[:2])
 
 
-def test_ddpm_uncond_needs_every_grade(tmp_path):
+def test_ddpm_uncond_needs_every_grade(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path, per_grade=(3, 3, 0, 3, 3))
     with pytest.raises(InputError, match=r"no training images of KL grade\(s\) \[2\]"):
         train_generator(
@@ -178,7 +171,7 @@ def test_ddpm_uncond_needs_every_grade(tmp_path):
         )
 
 
-def test_generators_never_see_validation_or_test_images(tmp_path):
+def test_generators_never_see_validation_or_test_images(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     frame = pd.read_csv(manifest, sep="\t")
     frame.loc[frame["split"] != "train", "image"] = str(tmp_path / "missing.png")
@@ -199,7 +192,7 @@ RESUME_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("name", ["wgan", "ddpm_cond"])
-def test_killed_training_resumes_to_identical_weights(tmp_path, name):
+def test_killed_training_resumes_to_identical_weights(tiny_oai, tmp_path, name):
     import json
 
     manifest = tiny_oai(tmp_path)
@@ -245,7 +238,7 @@ def test_prediction_targets_recover_the_clean_image():
 
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
-def test_other_prediction_types_train_and_sample(tmp_path, prediction_type):
+def test_other_prediction_types_train_and_sample(tiny_oai, tmp_path, prediction_type):
     manifest = tiny_oai(tmp_path)
     config = tiny_config(steps=1)
     config["ddpm"]["prediction_type"] = prediction_type
@@ -257,7 +250,7 @@ def test_other_prediction_types_train_and_sample(tmp_path, prediction_type):
         assert images.shape == (2, SIZE, SIZE)
 
 
-def test_resume_state_is_removed_once_weights_are_written(tmp_path):
+def test_resume_state_is_removed_once_weights_are_written(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     state = tmp_path / "state" / "wgan"
     train_generator("wgan", manifest, tiny_config(steps=3), tmp_path / "w.pt", state, 7)
@@ -308,7 +301,7 @@ def standardised_config(steps=2):
     return config
 
 
-def test_generators_fine_tune_from_the_shared_base(tmp_path):
+def test_generators_fine_tune_from_the_shared_base(tiny_oai, tmp_path):
     from kneesynth.study_b.generators import train_ddpm_base
 
     manifest = tiny_oai(tmp_path)
@@ -339,7 +332,7 @@ def test_generators_fine_tune_from_the_shared_base(tmp_path):
         train_generator("ddpm_cond", manifest, config, cond, tmp_path / "x", 7, base_weights=uncond)
 
 
-def test_memorization_probe_continues_the_base_on_a_few_images(tmp_path):
+def test_memorization_probe_continues_the_base_on_a_few_images(tiny_oai, tmp_path):
     from kneesynth.study_b.generators import train_ddpm_base, train_memorization_probe
 
     manifest = tiny_oai(tmp_path)
@@ -370,7 +363,7 @@ def conv_weights(state_dict):
 
 
 @pytest.mark.parametrize("name", ["ddpm_cond", "wgan"])
-def test_training_honours_the_compute_switches_deterministically(tmp_path, name):
+def test_training_honours_the_compute_switches_deterministically(tiny_oai, tmp_path, name):
     """bf16 autocast and channels_last (as study A): two runs give the same weights on CPU,
     other numbers than fp32, channels-last convolution weights."""
     from kneesynth.study_b.ddpm import train_ddpms

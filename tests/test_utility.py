@@ -64,21 +64,17 @@ def legs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("utility")
+def dataset(tmp_path_factory, study_a_dataset):
     drr, bone = legs(20, 16, seed=0)
-    split = np.array(["train"] * 10 + ["val"] * 4 + ["test"] * 6)
-    path = root / "dataset.npz"
-    save_npz(
-        path,
-        drr=drr,
+    return study_a_dataset(
+        tmp_path_factory.mktemp("utility") / "dataset.npz",
+        drr,
+        split=["train"] * 10 + ["val"] * 4 + ["test"] * 6,
+        volume=[f"v{i // 4}" for i in range(20)],
+        view=np.arange(20) % 4,
         contour=(bone > 0) * 0.5,
         bone=bone,
-        volume=np.array([f"v{i // 4}" for i in range(20)]),
-        view=np.arange(20) % 4,
-        split=split,
     )
-    return path
 
 
 def test_bone_classes_and_dice_by_hand():
