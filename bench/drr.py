@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from kneesynth.projection import drr
+from kneesynth.projection import drr, fan_beam
 
 
 def cylinder_leg_phantom(size: int, spacing_mm: float, seed: int = 0) -> np.ndarray:
@@ -84,9 +84,9 @@ def prepare_bare_cpu(
     """Build (and time) the system matrix W, and a ready-made X (ny * nx, 2 * nz): attenuation
     and bone-mask slices as columns, the same work the pipeline's product does."""
     n_z, n_y, n_x = hu.shape
-    drr._SYSTEM_MATRIX_CACHE.clear()
+    fan_beam._SYSTEM_MATRIX_CACHE.clear()
     start = time.perf_counter()
-    matrix = drr.fan_beam_system_matrix(settings, n_x, n_y, spacing[0], spacing[1])
+    matrix = fan_beam.fan_beam_system_matrix(settings, n_x, n_y, spacing[0], spacing[1])
     build_s = time.perf_counter() - start
     print(
         f"system matrix: {matrix.shape[0]} x {matrix.shape[1]}, nnz {matrix.nnz}, "

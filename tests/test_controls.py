@@ -9,15 +9,14 @@ import pytest
 from PIL import Image
 
 from kneesynth.checks.controls import (
-    CONTROLS,
-    checks_failing_controls,
-    controls_table,
     radial_average,
     spectrum_noise,
     study_a_controls,
     study_a_model_condition,
     study_b_controls,
 )
+from kneesynth.checks.controls_table import checks_failing_controls, controls_table
+from kneesynth.checks.settings import CONTROLS
 from kneesynth.data.images import read_radiograph
 from kneesynth.data.manifest import read_sample_manifest
 from kneesynth.errors import InputError

@@ -161,7 +161,7 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from kneesynth.checks.realism import study_a_realism, study_b_realism
+    from kneesynth.checks.realism_report import study_a_realism, study_b_realism
     from kneesynth.io import save_npz
 
     save_npz(
@@ -209,7 +209,7 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
 
 
 def test_sample_without_targets_names_the_file(tmp_path):
-    from kneesynth.checks.realism import study_a_realism
+    from kneesynth.checks.realism_report import study_a_realism
     from kneesynth.errors import InputError
     from kneesynth.io import save_npz
 
@@ -219,7 +219,7 @@ def test_sample_without_targets_names_the_file(tmp_path):
 
 
 def test_too_few_images_for_the_folds_names_the_file(tmp_path):
-    from kneesynth.checks.realism import study_a_realism
+    from kneesynth.checks.realism_report import study_a_realism
     from kneesynth.errors import InputError
     from kneesynth.io import save_npz
 

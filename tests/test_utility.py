@@ -9,7 +9,6 @@ import torch
 
 from kneesynth.checks.utility import (
     bone_classes,
-    classifier_utility,
     dice_per_image,
     ratio_interval,
     sample_pairs,
@@ -18,6 +17,7 @@ from kneesynth.checks.utility import (
     select_mask_images,
     train_segmenter,
 )
+from kneesynth.checks.utility_classifier import classifier_utility
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
 
@@ -223,7 +223,7 @@ def test_classifier_utility_by_hand():
 
 
 def test_bad_prediction_name_and_pairs_off_the_mask_split(dataset, tmp_path):
-    from kneesynth.checks.utility import read_kl_predictions
+    from kneesynth.checks.utility_classifier import read_kl_predictions
 
     bad = tmp_path / "real" / "run0.tsv"
     bad.parent.mkdir()

@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.checks.utility import utility_table
+    from kneesynth.checks.utility_classifier import utility_table
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from kneesynth.checks.controls import checks_failing_controls
+from kneesynth.checks.controls_table import checks_failing_controls
 from kneesynth.checks.settings import PAPER_DETECTION_RATE, PAPER_DICE_RATIO
 from kneesynth.io import read_tsv
 from kneesynth.report.verdicts import (
