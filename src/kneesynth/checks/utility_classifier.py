@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -111,7 +112,6 @@ def read_kl_predictions(
 ) -> dict[tuple[str, int], pd.DataFrame]:
     """Prediction tables ``results/classifiers/<task>/<arm>/seed<k>.tsv`` keyed (arm, seed),
     checked by :func:`kneesynth.study_b.kl_metrics.read_predictions` (same test images in every arm)."""
-    from pathlib import Path
 
     keyed = {}
     for path in paths:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -191,7 +192,6 @@ def read_ct(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, floa
 
 def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float, float]]:
     """NIfTI CT via nibabel, returned in SimpleITK order (nz, ny, nx) with spacing (sx, sy, sz)."""
-    import zlib
 
     import nibabel
 

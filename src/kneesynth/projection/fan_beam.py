@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse
+from scipy import ndimage
 
 if TYPE_CHECKING:  # drr imports this module: the settings class is only annotated here
     from kneesynth.projection.drr import ProjectionSettings
@@ -160,7 +161,6 @@ def square_pixels(
     sx, sy, sz = (float(v) for v in spacing)
     if math.isclose(sx, sy, rel_tol=1e-4):
         return hu, (sx, sx, sz)
-    from scipy import ndimage
 
     side = min(sx, sy)
     n_z, n_y, n_x = hu.shape

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,6 @@ def bone_mask(
 def read_drr(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read ``results/drr/{volume}.npz`` and check it: ``drr`` and ``bone_projection``
     (views, H, W) of one shape, finite, in [0, 1]; ``angles_deg`` (views,)."""
-    import zipfile
 
     try:
         arrays = load_npz(path)

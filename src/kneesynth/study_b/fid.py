@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -318,7 +319,6 @@ def kernel_inception_distance(
     have FID > 0, the more so the smaller n). The SE is the standard deviation over the
     half-subsets (delete-half jackknife, see :func:`half_subsets`).
     """
-    import warnings
 
     from torchmetrics.image.kid import KernelInceptionDistance
 
