@@ -58,8 +58,8 @@ class Report:
 def load_config(directory: Path, configfiles: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """The config as Snakemake builds it: ``config/config.yaml``, then each ``--configfile``
     on top (key by key), validated against the workflow's schema (defaults filled in)."""
-    import yaml
-    from snakemake.utils import update_config
+    import yaml  # heavy (yaml): imported on use
+    from snakemake.utils import update_config  # heavy (snakemake): imported on use
 
     from kneesynth.config import validate_config  # heavy (yaml): imported on use
 

@@ -195,7 +195,7 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def write_tsv(path: str | os.PathLike[str], table: Any, **to_csv_kwargs: Any) -> None:
     """Write a pandas DataFrame (or a list of row dicts) as TSV, atomically."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
     with atomic_path(path) as tmp:
@@ -204,7 +204,7 @@ def write_tsv(path: str | os.PathLike[str], table: Any, **to_csv_kwargs: Any) ->
 
 def read_tsv(path: str | os.PathLike[str], required: Mapping[str, Any] | list[str] = ()) -> Any:
     """Read a TSV into a DataFrame, checking that the ``required`` columns are there."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     try:
         frame = pd.read_csv(path, sep="\t")

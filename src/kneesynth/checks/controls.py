@@ -100,7 +100,7 @@ def spectrum_noise(pool: np.ndarray, count: int, rng: np.random.Generator) -> np
 
 def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of each image (scipy.ndimage, ``sigma`` in pixels): (n, H, W) float32."""
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # heavy (scipy): imported on use
 
     images = np.asarray(images, dtype=np.float64)
     return (

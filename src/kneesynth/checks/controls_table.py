@@ -182,7 +182,7 @@ def probe_rows(memorization: pd.DataFrame | None, study: str = "B") -> list[dict
     """The memorisation probe (a DDPM trained on a few images until it copies them) must be
     flagged (>= 25 % of its images), its full-data twin far less: at most half as often and
     significantly less (Fisher's exact test, one-sided, p < 0.05)."""
-    from scipy.stats import fisher_exact
+    from scipy.stats import fisher_exact  # heavy (scipy): imported on use
 
     if memorization is None or PROBE not in set(memorization["model"].astype(str)):
         return []

@@ -64,7 +64,7 @@ def normalise_rows(
     The dot product of two such rows is the Pearson correlation of the two images. A constant
     image (zero variance: Pearson undefined) becomes a zero row, i.e. correlation 0 with all.
     """
-    import torch
+    import torch  # heavy (torch): imported on use
 
     rows = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
     rows = rows.to(device=device, dtype=torch.float32).reshape(rows.shape[0], -1)
@@ -137,7 +137,7 @@ def max_correlation(
         the Pearson correlation, and the index of that training image (the first on ties in a
         block, the earliest block across blocks).
     """
-    import torch
+    import torch  # heavy (torch): imported on use
 
     synthetic, training = _as_source(synthetic), _as_source(training)
     n_s, n_t = len(synthetic), len(training)
@@ -177,7 +177,7 @@ def max_correlation(
 
 def max_correlation_brute_force(synthetic: np.ndarray, training: np.ndarray) -> MaxCorrelation:
     """Reference: ``scipy.stats.pearsonr`` for every pair, as Akbar et al. (slow; for tests)."""
-    from scipy.stats import pearsonr
+    from scipy.stats import pearsonr  # heavy (scipy): imported on use
 
     synthetic = np.asarray(synthetic, dtype=np.float64).reshape(len(synthetic), -1)
     training = np.asarray(training, dtype=np.float64).reshape(len(training), -1)
@@ -200,7 +200,7 @@ def max_correlation_brute_force(synthetic: np.ndarray, training: np.ndarray) -> 
 
 def nearest_in_features(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean nearest reference row of each query row (scikit-learn): distances, indices."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # heavy (sklearn): imported on use
 
     index = NearestNeighbors(n_neighbors=1).fit(np.asarray(reference, dtype=np.float64))
     distances, indices = index.kneighbors(np.asarray(query, dtype=np.float64))
@@ -215,7 +215,7 @@ def pca_features(
     ``training`` ``(n, H, W)``; returns ``f((m, H, W)) -> (m, k)`` with k = min(n_components,
     n, H*W).
     """
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # heavy (sklearn): imported on use
 
     flat = np.asarray(training, dtype=np.float32).reshape(len(training), -1)
     k = int(min(n_components, flat.shape[0], flat.shape[1]))

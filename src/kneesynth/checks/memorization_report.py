@@ -78,7 +78,7 @@ def per_image_table(
     training_names: Sequence[str],
 ) -> Any:
     """One row per synthetic image: its max correlation, nearest training image, flags."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     table = pd.DataFrame(
         {
@@ -169,10 +169,10 @@ def load_top_pairs(path: str | os.PathLike[str]) -> list[TopPairs]:
 def plot_top_pairs(pairs: Sequence[TopPairs], path: str | os.PathLike[str]) -> None:
     """One row per generator: its ``k`` closest pairs side by side (synthetic | nearest
     training image), titled with the maximum correlation (red when flagged)."""
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     k = max((len(p.max_correlation) for p in pairs), default=1)
     fig, axes = plt.subplots(
@@ -220,7 +220,7 @@ def study_a_memorization(
     training image is also found in the space of the first ``pca_components`` principal
     components of the training DRRs. Returns (summary rows, per-image table, top pairs).
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     data = load_dataset(dataset_path)
     train = np.flatnonzero(data["split"] == "train")
@@ -276,8 +276,8 @@ def uint8_features(
     extract: Callable[[np.ndarray], np.ndarray], image_size: int
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a feature extractor of uint8 ``(n, S, S)`` images for float ``(n, H, W)`` in [0, 1]."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy (torch): imported on use
+    import torch.nn.functional as F  # heavy (torch): imported on use
 
     def features(images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
@@ -305,7 +305,7 @@ def study_b_memorization(
 
     Real images are read at the synthetic images' size (bilinear), lazily (:class:`ImageFiles`).
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     from kneesynth.study_b.fid import classifier_extractor  # heavy (torch): imported on use
 
@@ -353,7 +353,7 @@ def study_b_memorization(
 
 def memorization_table(partial_tables: Sequence[str | os.PathLike[str]]) -> Any:
     """Stack the per-study summary tables into ``memorization.tsv``."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     return pd.concat(
         [read_tsv(p, required=TABLE_COLUMNS) for p in partial_tables], ignore_index=True

@@ -107,7 +107,7 @@ def make_reader_kit(
     Returns:
         The key as a DataFrame, in the shuffled order of the answer sheet.
     """
-    from PIL import Image
+    from PIL import Image  # heavy (PIL): imported on use
 
     real, synthetic = np.asarray(real), np.asarray(synthetic)
     if real.shape[1:] != synthetic.shape[1:]:
@@ -212,7 +212,7 @@ def reader_scores(answers: pd.DataFrame) -> dict[str, float]:
     Detection rate = sensitivity = synthetic images called synthetic / synthetic answered.
     ``binomial_p``: two-sided ``scipy.stats.binomtest`` of correct answers vs p = 0.5.
     """
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # heavy (scipy): imported on use
 
     answered = answers.dropna(subset=["answer"])
     synthetic = answered[answered["truth"] == "synthetic"]
@@ -274,7 +274,7 @@ def score_reader_study(
         (or ``a_vs_b`` for Fisher's test), condition = reader or ``pooled``. With no sheets,
         one row that says so.
     """
-    from scipy.stats import fisher_exact
+    from scipy.stats import fisher_exact  # heavy (scipy): imported on use
 
     paper = dict(paper_detection_rate or {})
     if not responses:

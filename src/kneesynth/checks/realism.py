@@ -129,7 +129,7 @@ def balanced_subsample(
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC (1 = synthetic) as the Mann-Whitney U / (m n) with midranks (equals
     scikit-learn's ``roc_auc_score``, tested; without its per-call validation cost)."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # heavy (scipy): imported on use
 
     positive = np.asarray(labels) == 1
     m, n = int(positive.sum()), int((~positive).sum())
@@ -141,7 +141,7 @@ def _grouped_folds(labels: np.ndarray, units: np.ndarray, folds: int, seed: int)
     """Fold of each image: units dealt to ``folds`` folds by scikit-learn's shuffled KFold,
     separately per class (paired units all together), so each fold holds both classes and no
     unit is split."""
-    from sklearn.model_selection import KFold
+    from sklearn.model_selection import KFold  # heavy (sklearn): imported on use
 
     paired = set(units[labels == 0]) == set(units[labels == 1])
     strata = [units] if paired else [units[labels == 0], units[labels == 1]]
@@ -160,7 +160,7 @@ def _signed_rank_test(differences: np.ndarray) -> tuple[float, float]:
     """One-sided exact Wilcoxon signed-rank test of ``differences`` > 0 (ties and zeros
     handled exactly: zeros dropped, tied |d| get average ranks). Returns (p, smallest
     attainable p). Exact for any n via the sign-flip distribution of the doubled ranks."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # heavy (scipy): imported on use
 
     d = differences[differences != 0]
     if d.size == 0:
@@ -192,7 +192,7 @@ def _rank_sum_test(synthetic: np.ndarray, real: np.ndarray) -> tuple[float, floa
     distribution of the midrank sum, ties included) when both classes have at most
     :data:`EXACT_RANK_SUM_MAX` images; scipy's normal approximation with tie correction
     above. Returns (p, smallest attainable p)."""
-    from scipy.stats import mannwhitneyu, rankdata
+    from scipy.stats import mannwhitneyu, rankdata  # heavy (scipy): imported on use
 
     if max(synthetic.size, real.size) > EXACT_RANK_SUM_MAX:
         result = mannwhitneyu(synthetic, real, alternative="greater", method="asymptotic")
@@ -217,7 +217,7 @@ def auc_bound_interval(auc: float, units: int, confidence: float = 0.95) -> tupl
     min(m, n), and the theta within z standard errors of the estimate form the Wilson score
     interval. Unlike a bootstrap it does not collapse to a point when the folds separate
     perfectly. Hand-written: no library offers this bound."""
-    from scipy.stats import norm
+    from scipy.stats import norm  # heavy (scipy): imported on use
 
     z = float(norm.ppf(0.5 + confidence / 2))
     n = max(int(units), 1)

@@ -71,7 +71,7 @@ def realism_rows(study: str, model: str, condition: str, result: RealismResult) 
 def study_a_realism(sample_paths, settings: dict, device: torch.device | str = "cpu"):
     """Study A: each sample set's generated DRRs vs their real targets (the test DRRs whose
     masks they were generated from). Returns the rows as a DataFrame."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     rows = []
     for path in sample_paths:
@@ -108,7 +108,7 @@ def study_b_realism(
 ):
     """Study B: each generator's images vs real held-out images (``held_out_split``), read at
     the synthetic images' size. Returns the rows as a DataFrame."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     held = read_oai_manifest(real_manifest, split=settings["held_out_split"])
     rows = []

@@ -139,7 +139,7 @@ def build_segmenter(segmenter: Mapping[str, Any]) -> torch.nn.Module:
 
     ``segmenter`` keys: channels (list), strides (list, one fewer), num_res_units.
     """
-    from monai.networks.nets import UNet
+    from monai.networks.nets import UNet  # heavy (monai): imported on use
 
     return UNet(
         spatial_dims=2,
@@ -165,7 +165,7 @@ def train_segmenter(
     ``batch_size`` images drawn (with random horizontal flips) from
     ``kneesynth.training.step_generator(seed, step)``; resumable when ``state_dir`` is given.
     """
-    from monai.losses import DiceCELoss
+    from monai.losses import DiceCELoss  # heavy (monai): imported on use
 
     device = torch.device(device)
     images = torch.from_numpy(np.asarray(drr, dtype=np.float32))[:, None].to(device)
@@ -235,8 +235,8 @@ def dice_per_image(
     truth of an image scores 1 (nothing to find, nothing wrongly found), absent from the truth
     only: 0.
     """
-    from monai.metrics import DiceMetric
-    from monai.networks.utils import one_hot
+    from monai.metrics import DiceMetric  # heavy (monai): imported on use
+    from monai.networks.utils import one_hot  # heavy (monai): imported on use
 
     y_pred = one_hot(torch.from_numpy(np.asarray(predicted, dtype=np.int64))[:, None], num_classes)
     y = one_hot(torch.from_numpy(np.asarray(truth, dtype=np.int64))[:, None], num_classes)

@@ -78,7 +78,7 @@ def check_ct_values(image, path: str | os.PathLike, checks: str = "strict") -> N
     An MR (intensities >= 0), a PET, or a CT stored without its rescale to HU (air near 0)
     fails; padding outside the scanned field (-2048, -3024 HU) does not count either way.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     values = sitk.GetArrayViewFromImage(image)
     step = max(1, int(round((values.size / 4e6) ** (1 / 3))))  # a few million voxels suffice
@@ -153,7 +153,7 @@ def scan_dicom_series(folder: str | os.PathLike, checks: str = "strict") -> Dico
     about twice the usual spacing), uneven spacing (any gap off the median by more than
     :data:`SLICE_GAP_TOLERANCE`) and slices off a straight line.
     """
-    from pydicom.uid import MediaStorageDirectoryStorage
+    from pydicom.uid import MediaStorageDirectoryStorage  # heavy (pydicom): imported on use
 
     folder = Path(folder)
     files = sorted(
@@ -287,8 +287,8 @@ def check_dicom_series(folder: str | os.PathLike, checks: str = "strict") -> lis
 
 def _read_multiframe(path: Path):
     """An Enhanced (multi-frame) CT as a SimpleITK image in HU (highdicom's volume)."""
-    import highdicom
-    import SimpleITK as sitk
+    import highdicom  # heavy (highdicom): imported on use
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     try:
         volume = highdicom.imread(path).get_volume(dtype=np.float32)
@@ -308,8 +308,8 @@ def read_dicom_series(folder: str | os.PathLike, checks: str = "strict"):
     :mod:`kneesynth.data.images`) and rescaled to HU (Modality LUT). A gantry tilt is kept as a
     sheared direction matrix, which :func:`standardise_volume` resamples away.
     """
-    import SimpleITK as sitk
-    from pydicom.pixels import apply_modality_lut
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
+    from pydicom.pixels import apply_modality_lut  # heavy (pydicom): imported on use
 
     series = scan_dicom_series(folder, checks)
     if series.multiframe:
@@ -416,8 +416,8 @@ def _read_nifti(path: Path):
     SimpleITK's NIfTI reader zero-fills a truncated file and turns NaN into 0 without a word,
     so NIfTI goes through nibabel, which raises on a short file and keeps NaN.
     """
-    import nibabel as nib
-    import SimpleITK as sitk
+    import nibabel as nib  # heavy (nibabel): imported on use
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     try:
         nifti = nib.load(str(path))
@@ -451,7 +451,7 @@ def read_volume(path: str | os.PathLike, checks: str = "strict"):
     images, volumes holding NaN or infinite values, and (see :func:`refuse`, ``checks``) inputs
     that are not CT: a DICOM Modality other than CT, values that do not look like HU.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     path = Path(path)
     try:

@@ -54,7 +54,7 @@ def _size_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """float32 ``(H, W)`` -> ``size`` = (H, W) (or one int for a square), bilinear (PIL)."""
-    from PIL import Image
+    from PIL import Image  # heavy (PIL): imported on use
 
     height, width = _size_hw(size)
     if image.shape == (height, width):
@@ -74,7 +74,7 @@ def read_radiograph(
     :class:`InputError` naming the file for a missing, unreadable, truncated or unsupported
     image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # heavy (PIL): imported on use
 
     try:
         with Image.open(path) as image:
@@ -168,7 +168,7 @@ def check_radiograph(path: str | os.PathLike[str]) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 def read_dicom(path: str | os.PathLike[str], stop_before_pixels: bool = False):
     """``pydicom.dcmread`` with one-line errors naming the file."""
-    import pydicom
+    import pydicom  # heavy (pydicom): imported on use
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
@@ -204,7 +204,7 @@ def dicom_pixel_array(dataset, path: str | os.PathLike[str]) -> np.ndarray:
         detail = " ".join(str(error).split())
         name = f"{syntax.name} ({syntax})" if syntax is not None else "unknown transfer syntax"
         if syntax is not None and syntax.is_compressed:
-            from pydicom.pixels import get_decoder
+            from pydicom.pixels import get_decoder  # heavy (pydicom): imported on use
 
             try:
                 decoder = get_decoder(syntax)

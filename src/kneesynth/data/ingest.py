@@ -118,7 +118,7 @@ def leg_bounding_box(
 ) -> tuple[slice, slice, slice] | None:
     """Index bounding box ``(z, y, x)`` of the leg: voxels above ``threshold_hu`` in connected
     components of at least ``min_component_fraction`` of the largest one. None if empty."""
-    from scipy import ndimage
+    from scipy import ndimage  # heavy (scipy): imported on use
 
     body = hu_zyx > threshold_hu
     labels, count = ndimage.label(body)
@@ -176,7 +176,7 @@ def standardise_volume(
     SimpleITK image in HU clipped to [-1024, 3071]; outside the scan is air. None if no voxel is
     above ``body_threshold_hu``.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     spacing = np.asarray([float(v) for v in spacing_mm])
     if is_axis_aligned(direction_matrix(image)):
@@ -239,7 +239,7 @@ def ingest_volume(
     (thick slices: the volume holds less detail than its grid), and an INFO line when an oblique
     or tilted volume is resampled onto the LPS axes. The output is written atomically.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     image = read_volume(source, cfg.get("input_checks", "strict"))
     direction = direction_matrix(image)
@@ -283,7 +283,7 @@ def read_standardised(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
     Refuses a volume whose direction is not the identity (LPS axes): the array alone would lose
     its orientation.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     try:
         image = sitk.ReadImage(str(path))

@@ -40,7 +40,7 @@ def resolve_image(image: str, manifest: str | os.PathLike[str]) -> Path:
 
 def _kl_grades(frame: pd.DataFrame, path: str | os.PathLike[str]) -> pd.Series:
     """The ``kl_grade`` column as integers 0-4; else an error naming the first bad row."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     grades = pd.to_numeric(frame["kl_grade"], errors="coerce")
     bad = ~grades.isin(KL_GRADES)

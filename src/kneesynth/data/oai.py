@@ -85,7 +85,7 @@ def read_chen_layout(root: str | os.PathLike):
     image or cannot be decoded, no images at all, or two images with the same ID (file name
     without extension). Every bad path is logged before the error, so one run lists them all.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     root = Path(root)
     if not root.is_dir():
@@ -176,7 +176,7 @@ def assign_participant_splits(manifest, mode: str, fractions: Sequence[float], s
     ``participant`` mode: seeded split of participants. ``folder`` mode: keep the manifest's
     split (Chen's folders) and warn if a participant spans splits.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     manifest = manifest.copy()
     if mode == "participant":

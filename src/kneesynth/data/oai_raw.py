@@ -87,7 +87,7 @@ def read_kl_table(path: str | os.PathLike, missing: str = "error"):
     kl_grade, line (1-based line in the file). ``missing``: ``error`` stops at the first OAI
     missing-value code; ``drop`` leaves those rows out.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     path = Path(path)
     try:
@@ -163,7 +163,7 @@ def read_kl_tables(
     Several reading projects may have graded one knee-visit: the first project in
     ``readprj_priority`` wins, else the lowest READPRJ number.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     if not paths:
         raise InputError("data.oai_kl_tables", "no KL tables (kXR_SQ_BU*.txt) given or found")
@@ -265,7 +265,7 @@ def radiograph_header(
     keyword or the knee. Errors: no PatientID, no visit, an unknown laterality. The record holds
     participant, visit and laterality (R, L, or B for a bilateral view).
     """
-    from pydicom.uid import MediaStorageDirectoryStorage
+    from pydicom.uid import MediaStorageDirectoryStorage  # heavy (pydicom): imported on use
 
     header = read_dicom(path, stop_before_pixels=True)
     meta = getattr(header, "file_meta", None)
@@ -349,7 +349,7 @@ def scan_oai_dicoms(
     Returns ``(radiographs, skipped)``: a DataFrame path, participant, visit, laterality, and
     the skipped files as (path, reason). Every refused file is logged before the error.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     rows, skipped, problems = [], [], []
     for path in _dicom_candidates(Path(folder), recursive):
@@ -378,8 +378,8 @@ def crop_oai_batch(
     ``oai_image_size``, ``oai_pixel_spacing_mm``. Every bad file of the batch is logged before
     the error. ``out_dir`` is written as a whole or not at all.
     """
-    import pandas as pd
-    from PIL import Image
+    import pandas as pd  # heavy (pandas): imported on use
+    from PIL import Image  # heavy (PIL): imported on use
 
     checks = cfg.get("input_checks", "strict")
     headers, skipped = scan_oai_dicoms(
@@ -452,7 +452,7 @@ def raw_manifest_from_crops(
     Keys used (``ingest`` section): ``oai_missing_kl``, ``oai_readprj_priority``. When no
     radiograph is left, the error lists what was skipped and why.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     tables = list(kl_tables) or find_kl_tables(oai_dir)
     if not tables:

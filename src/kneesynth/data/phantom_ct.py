@@ -88,7 +88,7 @@ def phantom_volume_names(cfg: Mapping[str, Any], seed: int) -> list[str]:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """Unit-variance Gaussian-smoothed white noise (scipy does the filtering)."""
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # heavy (scipy): imported on use
 
     noise = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
     return noise / max(float(noise.std()), 1e-6)
@@ -119,7 +119,7 @@ def write_nifti(
     array_zyx: np.ndarray, spacing_mm: Sequence[float], path: str | os.PathLike
 ) -> None:
     """Write an array indexed ``[z, y, x]`` as NIfTI with LPS identity direction, atomically."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     image = sitk.GetImageFromArray(array_zyx)
     image.SetSpacing(tuple(float(v) for v in spacing_mm))
@@ -141,7 +141,7 @@ def write_phantom_ct(
     ``spacing_mm`` (sx, sy, sz), ``noise_hu``. Also writes the ground truth (name, age, sex,
     side, kl_grade, oa_severity, ...) to ``parameters_tsv`` if given. Returns the paths.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,7 @@ def render_radiograph(
     mu = MU_WATER_PER_MM * (1.0 + np.where(hu > 0, 1.8, 1.0) * hu / 1000.0)
     line_integral = np.clip(mu, 0.0, None).sum(axis=1) * dy  # (rows, columns)
 
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # heavy (scipy): imported on use
 
     texture = gaussian_filter(rng.standard_normal(line_integral.shape), 0.7)
     line_integral = line_integral + 0.03 * texture * (line_integral > 2.6)
@@ -219,7 +219,7 @@ def write_phantom_oai(
     ``depth_samples``. The folder is built beside ``out_dir`` and renamed into place, so it is
     complete or absent. Returns the radiographs written (the ground truth).
     """
-    from PIL import Image
+    from PIL import Image  # heavy (PIL): imported on use
 
     out_dir = Path(out_dir)
     radiographs = phantom_radiographs(cfg, seed, split_fractions)
@@ -249,7 +249,7 @@ def write_phantom_oai(
 
 def radiograph_table(radiographs: Sequence[PhantomRadiograph]):
     """Ground truth of phantom radiographs as a DataFrame (one row per image)."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     rows = []
     for r in radiographs:

@@ -80,7 +80,7 @@ def split_volumes(
     ``mode: image`` needs ``views`` (DRRs per volume) and returns one row per (volume, view);
     it logs a WARNING that views of one volume land in different splits.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     if mode not in VOLUME_SPLIT_MODES:
         raise ValueError(f"split mode must be one of {VOLUME_SPLIT_MODES}, got {mode!r}")
@@ -109,7 +109,7 @@ def split_volumes(
 
 def split_participants(participants: Iterable[str], fractions: Sequence[float], seed: int):
     """Study B split by participant: DataFrame with columns ``participant``, ``split``."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     assignment = assign_splits([str(p) for p in participants], fractions, seed)
     names = sorted(assignment)

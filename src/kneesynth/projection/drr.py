@@ -171,7 +171,7 @@ def read_ct(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, floa
     if name.endswith((".nii", ".nii.gz")):
         return _read_nifti(path)
 
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy (SimpleITK): imported on use
 
     try:
         image = sitk.ReadImage(str(path))
@@ -193,7 +193,7 @@ def read_ct(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, floa
 def _read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float, float]]:
     """NIfTI CT via nibabel, returned in SimpleITK order (nz, ny, nx) with spacing (sx, sy, sz)."""
 
-    import nibabel
+    import nibabel  # heavy (nibabel): imported on use
 
     try:
         image = nibabel.load(str(path))
@@ -248,7 +248,7 @@ def attenuation_from_hu(hu: np.ndarray, mu_water_per_mm: float) -> np.ndarray:
 
 def cuda_available() -> bool:
     """True when ASTRA was built with CUDA and sees a GPU (safe: ``astra.use_cuda`` only)."""
-    import astra
+    import astra  # heavy (astra): imported on use
 
     try:
         return bool(astra.use_cuda())
@@ -293,7 +293,7 @@ def _project_cuda(
 ) -> tuple[np.ndarray, np.ndarray]:
     """FP3D_CUDA cone-beam projections of mu and of the bone mask, scaled like the CPU path
     (not yet clipped: see :func:`project_ct`)."""
-    import astra
+    import astra  # heavy (astra): imported on use
 
     if not cuda_available():  # never reach ASTRA 3D without CUDA (SIGFPE, not an exception)
         raise RuntimeError("ASTRA 3D cone beam needs CUDA")

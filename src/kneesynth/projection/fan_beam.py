@@ -49,7 +49,7 @@ def fan_beam_system_matrix(
     if cached is not None:
         return cached
 
-    import astra
+    import astra  # heavy (astra): imported on use
 
     half_x, half_y = n_x * spacing_x / 2.0, n_y * spacing_y / 2.0
     volume_geometry = astra.create_vol_geom(n_y, n_x, -half_x, half_x, -half_y, half_y)

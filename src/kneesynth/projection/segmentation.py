@@ -138,10 +138,10 @@ def segmentation_figure(
 ) -> None:
     """Figure of a few views (columns: DRR, contour, contour + bone per view) for the first
     ``figure_volumes`` volumes (rows), written atomically to ``output_path`` (PNG)."""
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     settings = SegmentationSettings.from_config(config)
     if len(drr_paths) != len(segmentation_paths):

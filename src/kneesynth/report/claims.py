@@ -505,7 +505,7 @@ def more_flagged(
 ) -> Verdict:
     """first flags a larger share of its images than second (Fisher's exact test on the
     counts, two-sided; the synthetic image is the unit)."""
-    from scipy.stats import fisher_exact
+    from scipy.stats import fisher_exact  # heavy (scipy): imported on use
 
     if controls_failed:
         return Verdict(INCONCLUSIVE, CONTROLS_FAILED)

@@ -39,8 +39,8 @@ def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
     """(n, H, W) -> (n, size, size); area averaging for DRRs, nearest for label masks."""
     if images.shape[-2:] == (size, size):
         return images.astype(np.float32)
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy (torch): imported on use
+    import torch.nn.functional as F  # heavy (torch): imported on use
 
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     return F.interpolate(tensor, size=(size, size), mode=mode)[:, 0].numpy()

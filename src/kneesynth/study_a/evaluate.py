@@ -53,7 +53,7 @@ def evaluate_samples(
 ):
     """Per-image MAE and PSNR of every sample file -> TSV (study, model, condition, volume,
     view, image, mae, psnr, evaluations). Returns the DataFrame."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     frames = []
     for path in sample_paths:
@@ -106,7 +106,7 @@ def table1(
     """Table I: mean and std (ddof 1, over images) per model x condition x metric beside the
     paper's, the 95 % CI of the mean clustered by test volume (t over volumes; empty with one
     test volume), and the network evaluations per image of the model's sampler."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     from kneesynth.stats import Statistic  # heavy (pandas, scipy, statsmodels): imported on use
 
@@ -184,7 +184,7 @@ def paired_tests(
     model is one trained network, so the tests generalise over test volumes, not over
     training runs.
     """
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     from kneesynth.stats import (  # heavy (pandas, scipy, statsmodels): imported on use
         Statistic,

@@ -25,10 +25,10 @@ def figure3(
 ) -> None:
     """Fig. 3 layout: rows = test cases under both conditions; columns = condition, U-Net,
     CSM, CTM, ground truth, then the absolute error maps |model - ground truth|."""
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     samples = {}
     for path in sample_paths:

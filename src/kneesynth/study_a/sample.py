@@ -66,7 +66,7 @@ def generate(
     derive_seed(seed, b). Output is not clipped. ``name`` (``sampling ctm/contour``) titles
     the progress lines: network evaluations done, rate and ETA.
     """
-    import torch
+    import torch  # heavy (torch): imported on use
 
     from kneesynth import compute as compute_lib  # heavy (torch): imported on use
     from kneesynth.score.sampling import (  # heavy (torch): imported on use
@@ -131,7 +131,7 @@ def sample_test_images(
     (n, H, W); volume (n,) str; view (n,) int; evaluations () int (network evaluations per
     image); sampler () str.
     """
-    import torch
+    import torch  # heavy (torch): imported on use
 
     from kneesynth import compute as compute_lib  # heavy (torch): imported on use
 

@@ -32,7 +32,7 @@ def _split_tensors(
     data: Mapping[str, np.ndarray], split: str, condition: str | None
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
     """DRRs (n, 1, H, W), masks (n, 1, H, W) or None, and indices of ``split``."""
-    import torch
+    import torch  # heavy (torch): imported on use
 
     index = np.flatnonzero(data["split"] == split)
     drr = torch.from_numpy(data["drr"][index])[:, None]
@@ -89,8 +89,8 @@ def train_model(
     checkpoint_every). Training is resumable (kneesynth.training): state in ``state_dir``,
     each step's batch and noise drawn from ``step_generator(seed, step)``.
     """
-    import torch
-    from diffusers.training_utils import EMAModel
+    import torch  # heavy (torch): imported on use
+    from diffusers.training_utils import EMAModel  # heavy (diffusers): imported on use
 
     from kneesynth import compute as compute_lib  # heavy (torch): imported on use
     from kneesynth.score.losses import dsm_loss, l1_loss  # heavy (torch): imported on use

@@ -173,7 +173,7 @@ def build_classifier(backbone: str, num_classes: int, image_size: int) -> torch.
 
     Input (batch, 1, image_size, image_size), output (batch, num_classes) logits.
     """
-    from monai.networks import nets
+    from monai.networks import nets  # heavy (monai): imported on use
 
     if backbone == "densenet121":
         return nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=num_classes)

@@ -119,6 +119,7 @@ class PatchedUNet(nn.Module):
         self.config = SimpleNamespace(sample_size=unet.config.sample_size * self.patch_size)
 
     def forward(self, sample: torch.Tensor, timestep, class_labels=None, return_dict: bool = True):
+        # heavy (diffusers): imported on use
         from diffusers.models.unets.unet_2d import UNet2DOutput
 
         folded = F.pixel_unshuffle(sample, self.patch_size)
@@ -129,7 +130,7 @@ class PatchedUNet(nn.Module):
 def build_unet(settings: Mapping[str, Any]):
     """A ``diffusers.UNet2DModel`` from :func:`unet_settings` output (wrapped in
     :class:`PatchedUNet` when ``patch_size`` > 1)."""
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DModel  # heavy (diffusers): imported on use
 
     settings = dict(settings)
     patch = int(settings.pop("patch_size", 1))
@@ -188,6 +189,7 @@ def build_sampler(name: str, scheduler: Mapping[str, Any]):
     """The diffusers scheduler that samples: ``ancestral`` (DDPMScheduler, Ho et al. 2020),
     ``ddim`` (DDIMScheduler, eta = 0) or ``dpmsolver++`` (DPMSolverMultistepScheduler, 2nd order),
     all built on the training noise schedule ``scheduler``."""
+    # heavy (diffusers): imported on use
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     if name == "ancestral":
@@ -305,8 +307,8 @@ def train_ddpms(
     Returns:
         name -> EMA weights (state dict on CPU).
     """
-    from diffusers import DDPMScheduler
-    from diffusers.training_utils import EMAModel
+    from diffusers import DDPMScheduler  # heavy (diffusers): imported on use
+    from diffusers.training_utils import EMAModel  # heavy (diffusers): imported on use
 
     device = torch.device(device)
     noise_scheduler = DDPMScheduler(**scheduler_settings(ddpm))

@@ -62,7 +62,7 @@ def build_feature_net(classifier: Mapping[str, Any]) -> nn.Module:
     """A 2D 1-channel MONAI DenseNet grading KL 0-4 (``study_b.fid.classifier`` keys:
     init_features, growth_rate, block_config); with ``rotation`` it has 4 more outputs that
     tell by how many quarter turns an image was rotated."""
-    from monai.networks.nets import DenseNet
+    from monai.networks.nets import DenseNet  # heavy (monai): imported on use
 
     return DenseNet(
         spatial_dims=2,
@@ -320,6 +320,7 @@ def kernel_inception_distance(
     half-subsets (delete-half jackknife, see :func:`half_subsets`).
     """
 
+    # heavy (torchmetrics): imported on use
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(len(real), len(synthetic)) // 2

@@ -24,10 +24,10 @@ def plot_confusion_matrices(confusion: pd.DataFrame, path, arms: Sequence[str] |
     confusion: output of :func:`pooled_confusion`. Colour = share of the true class's test
     images (rows sum to 1); numbers = counts summed over seeds. Writes ``path`` atomically.
     """
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     tasks = [t for t in TASK_CLASSES if t in set(confusion["task"])]
     arms = list(arms or dict.fromkeys(confusion["arm"]))
@@ -84,10 +84,10 @@ def plot_accuracy(table: pd.DataFrame, per_seed: pd.DataFrame, path):
     participants and seeds, dots = single seeds, star = the abstract's accuracy (task not
     stated), one panel per task. table: :func:`kl_classification_table`; per_seed: :func:`metrics_per_seed`.
     """
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     accuracy = table[table["metric"] == "accuracy"]
     tasks = [t for t in TASK_CLASSES if t in set(accuracy["condition"])]

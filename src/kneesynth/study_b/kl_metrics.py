@@ -84,6 +84,7 @@ def classification_metrics(
             f"target and prediction must be non-empty 1-D arrays of one length, got "
             f"{target.shape} and {prediction.shape}"
         )
+    # heavy (sklearn): imported on use
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -120,7 +121,7 @@ def kl_confusion_matrix(
     target: Sequence[int] | np.ndarray, prediction: Sequence[int] | np.ndarray, task: str
 ) -> np.ndarray:
     """(k, k) int64 counts, rows = true class, columns = predicted class (scikit-learn)."""
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import confusion_matrix  # heavy (sklearn): imported on use
 
     return confusion_matrix(
         np.asarray(target, dtype=np.int64),

@@ -156,7 +156,7 @@ def _uid(*names: object) -> str:
     """A new DICOM UID reproducible from ``names``: pydicom's ``generate_uid`` under pydicom's
     root, with the names as its entropy source (pydicom ignores the entropy sources when the
     prefix is None, so the prefix is given)."""
-    from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
+    from pydicom.uid import PYDICOM_ROOT_UID, generate_uid  # heavy (pydicom): imported on use
 
     return generate_uid(
         prefix=PYDICOM_ROOT_UID, entropy_srcs=["/".join(["kneesynth", *map(str, names)])]
@@ -195,7 +195,7 @@ def synthetic_dicom(
 ):
     """A Secondary Capture dataset (highdicom, MONOCHROME2, 8 bit) holding ``image`` (H, W)
     uint8, one instance of the set's study and series (see the module docstring)."""
-    from highdicom.sc import SCImage
+    from highdicom.sc import SCImage  # heavy (highdicom): imported on use
 
     image = np.ascontiguousarray(image, dtype=np.uint8)
     if image.ndim != 2:
@@ -345,10 +345,10 @@ def plot_kl_grid(
     (bilinear) to ``size`` x ``size``, the generators' size, so that real images appear as the
     generators saw them. Written atomically (PNG or PDF by suffix).
     """
-    import matplotlib
+    import matplotlib  # heavy (matplotlib): imported on use
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (matplotlib): imported on use
 
     n_rows, n_cols = len(KL_GRADES), len(columns) * per_cell
     figure, axes = plt.subplots(
