@@ -96,7 +96,7 @@ def test_study_a_sampling_lines_count_network_evaluations(caplog):
     params = {"sigma_min": 0.01, "sigma_max": 10.0, "sample_batch_size": 4, "t0": 0.4}
     sampler = get_sampler("heun", VESDE(0.01, 10.0), steps=5)  # 9 evaluations per batch
     masks = torch.zeros(8, 1, 4, 4)
-    with caplog.at_level(logging.INFO, logger="kneesynth.study_a.train"):
+    with caplog.at_level(logging.INFO, logger="kneesynth.study_a.sample"):
         generate("ctm", Score(), masks, params, 1, sampler, name="sampling ctm/contour")
     lines = [r.getMessage() for r in caplog.records]
     assert lines[-1].startswith("sampling ctm/contour: evaluation 18/18 (100%)")
