@@ -105,6 +105,21 @@ def test_parse_arm_rejects_unknown_names(name):
 
 
 # ---------------------------------------------------------------------- bad manifests
+def one_image_per_split(splits):
+    """Manifest rows: one KL 2 image of participant p in each of ``splits``."""
+    return [
+        {
+            "image": f"{s}.png",
+            "participant": "p",
+            "side": "L",
+            "visit": 0,
+            "kl_grade": 2,
+            "split": s,
+        }
+        for s in splits
+    ]
+
+
 def write_manifest(path, rows):
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path
@@ -117,17 +132,7 @@ def test_manifest_missing_column_names_the_file(tmp_path):
 
 
 def test_manifest_bad_kl_grade(tmp_path):
-    rows = [
-        {
-            "image": f"{s}.png",
-            "participant": "p",
-            "side": "L",
-            "visit": 0,
-            "kl_grade": 2,
-            "split": s,
-        }
-        for s in SPLITS
-    ]
+    rows = one_image_per_split(SPLITS)
     rows[1]["kl_grade"] = 7
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: kl_grade must be an integer 0-4; row 3"):
@@ -135,34 +140,14 @@ def test_manifest_bad_kl_grade(tmp_path):
 
 
 def test_manifest_missing_split(tmp_path):
-    rows = [
-        {
-            "image": f"{s}.png",
-            "participant": "p",
-            "side": "L",
-            "visit": 0,
-            "kl_grade": 2,
-            "split": s,
-        }
-        for s in ("train", "test")
-    ]
+    rows = one_image_per_split(("train", "test"))
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: no images in split\(s\) val"):
         read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_unknown_split(tmp_path):
-    rows = [
-        {
-            "image": f"{s}.png",
-            "participant": "p",
-            "side": "L",
-            "visit": 0,
-            "kl_grade": 2,
-            "split": s,
-        }
-        for s in ("train", "val", "test", "dev")
-    ]
+    rows = one_image_per_split(("train", "val", "test", "dev"))
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"unknown split\(s\) \['dev'\]"):
         read_oai_manifest(path, every_split=True)
