@@ -5,8 +5,8 @@
 # train_fid_features, fid_table.
 
 # Every metric (FID/KID here, C2ST and memorisation in checks.smk) reads the evaluation sets in
-# results/evaluation/study_b/{name}/: each generator's and each control's (kneesynth.checks.controls),
-# all with the real test split's KL grade mix and the same counts.
+# results/evaluation/study_b/{name}/: each generator's and each control's
+# (kneesynth.checks.controls), all with the real test split's KL grade mix and the same counts.
 from kneesynth.checks.settings import CONTROLS
 from kneesynth.study_b.settings import GENERATORS
 
