@@ -243,7 +243,7 @@ def write_scorecard_html(path: str | os.PathLike[str], scorecard: pd.DataFrame) 
         "<style>body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
         f"<h1>Reproduction scorecard</h1><p>{headline_text(scorecard)}.</p>"
-        "<p>Claims are judged by the rules in <code>kneesynth.report.scorecard</code>: a finding is "
+        "<p>Claims are judged by the rules in <code>kneesynth.report.verdicts</code>: a finding is "
         "<em>yes</em> only when a test on the independent unit agrees at Holm p &lt; 0.05; "
         "<em>inconclusive</em> when the data cannot decide; settings count apart.</p>"
         f"{styled.to_html()}</body></html>"
