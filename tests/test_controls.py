@@ -12,11 +12,10 @@ from kneesynth.checks.controls import (
     radial_average,
     spectrum_noise,
     study_a_controls,
-    study_a_model_condition,
     study_b_controls,
 )
 from kneesynth.checks.controls_table import checks_failing_controls, controls_table
-from kneesynth.checks.settings import CONTROLS
+from kneesynth.checks.settings import CONTROLS, study_a_model_condition
 from kneesynth.data.images import read_radiograph
 from kneesynth.data.manifest import read_sample_manifest
 from kneesynth.errors import InputError

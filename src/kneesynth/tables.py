@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from kneesynth.io import read_tsv
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the long tables of metrics and checks (memorization, realism, utility, reader study, FID, KL
 #: classification): one number per row, the paper's value beside it where the paper has one
@@ -61,6 +62,8 @@ def join_paired_tests(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     Each input keeps its own Holm family (the adjustment is per study, made where the tests
     are), so ``p_adjusted`` is copied, not recomputed.
     """
+    import pandas as pd  # heavy (pandas): imported on use
+
     frames = [read_tsv(path, required=PAIRED_TEST_COLUMNS) for path in paths]
     joined = pd.concat(frames, ignore_index=True, sort=False)
     extras = [column for column in joined.columns if column not in PAIRED_TEST_COLUMNS]

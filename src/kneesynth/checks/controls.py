@@ -277,11 +277,3 @@ def study_a_controls(
             volume=volume,
             view=view,
         )
-
-
-def study_a_model_condition(stem: str) -> tuple[str, str]:
-    """``csm_contour`` -> (csm, contour); a control ``control_copy`` -> (control_copy, all)."""
-    if stem in CONTROLS:
-        return stem, "all"
-    model, _, condition = stem.partition("_")
-    return model, condition

@@ -20,7 +20,6 @@ from kneesynth.tables import TABLE_COLUMNS, table_row
 
 if TYPE_CHECKING:
     import torch
-from kneesynth.checks.controls import study_a_model_condition
 from kneesynth.checks.memorization import (
     ImageSource,
     MemorizationReference,
@@ -28,6 +27,7 @@ from kneesynth.checks.memorization import (
     pca_features,
     top_pairs,
 )
+from kneesynth.checks.settings import study_a_model_condition
 from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
 from kneesynth.io import atomic_path, load_npz, read_tsv, save_npz
 from kneesynth.study_a.dataset import load_dataset

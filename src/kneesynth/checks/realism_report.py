@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import torch
 
-from kneesynth.checks.controls import study_a_model_condition
 from kneesynth.checks.realism import RealismResult, balanced_subsample, classifier_two_sample_test
+from kneesynth.checks.settings import study_a_model_condition
 from kneesynth.data.images import ImageFiles
 from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest, resolve_image
 from kneesynth.errors import InputError

@@ -16,3 +16,11 @@ PAPER_DICE_RATIO = (0.80, 0.90)
 PAPER_DICE_NOTE = (
     "Akbar et al.: 80-90 % of the Dice of real-trained networks (brain tumour MRI, U-Net/Swin)"
 )
+
+
+def study_a_model_condition(stem: str) -> tuple[str, str]:
+    """``csm_contour`` -> (csm, contour); a control ``control_copy`` -> (control_copy, all)."""
+    if stem in CONTROLS:
+        return stem, "all"
+    model, _, condition = stem.partition("_")
+    return model, condition

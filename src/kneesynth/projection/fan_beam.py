@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse
-from scipy import ndimage
 
 if TYPE_CHECKING:  # drr imports this module: the settings class is only annotated here
     from kneesynth.projection.drr import ProjectionSettings
@@ -161,6 +160,8 @@ def square_pixels(
     sx, sy, sz = (float(v) for v in spacing)
     if math.isclose(sx, sy, rel_tol=1e-4):
         return hu, (sx, sx, sz)
+    # heavy (scipy.ndimage): imported on use, by the volumes whose pixels are not square
+    from scipy import ndimage
 
     side = min(sx, sy)
     n_z, n_y, n_x = hu.shape
