@@ -291,21 +291,67 @@ def test_segmentation_parameter_reruns_segmentation_and_what_follows(up_to_date)
     assert not set(counts) & (DATA_RULES | STUDY_B_RULES)
 
 
-def test_sampler_parameter_reruns_sampling_not_training(up_to_date):
-    workdir, graph = up_to_date
-    original = edit_config(workdir, r"^(\s+heun: \{steps:) 25\b", r"\1 20")
+def plan_after_edit(workdir: Path, pattern: str, replacement: str) -> tuple[Counter, str]:
+    """The plan of `snakemake -n all` with one line of config/config.yaml edited (restored)."""
+    original = edit_config(workdir, pattern, replacement)
     try:
-        counts, output = plan(workdir, "all")
+        return plan(workdir, "all")
     finally:
         (workdir / "config" / "config.yaml").write_text(original)
+
+
+def test_sampler_parameter_reruns_score_model_sampling_not_training_nor_the_unet(up_to_date):
+    workdir, graph = up_to_date
+    counts, output = plan_after_edit(workdir, r"^(\s+pc: \{steps:) 100\b", r"\1 90")
     changed = parse_reason_rules(output, PARAMS_CHANGED)
     retrained = changed & STUDY_A_TRAINING
     assert not retrained, (
         f"a sampler setting reruns {sorted(retrained)} and so every Study A model: "
         "pass those rules only the study_a keys they use"
     )
-    assert "sample_drr" in changed, output[-3000:]
+    assert {"sample_drr", "utility_ctm_samples"} <= changed, output[-3000:]
+    # the CSM and the CTM under both conditions; the U-Net's one forward pass has no sampler
+    all_sampling = sum(rule == "sample_drr" for rule in graph.rules)
+    assert all_sampling == 6
+    assert counts["sample_drr"] == 4, output[-3000:]
+    expected = graph.dependents(changed)
+    expected["all"] = 1
+    # graph.dependents counts every sample_drr job of the rule; the U-Net's two are not planned
+    expected["sample_drr"] = 4
+    assert counts == expected, output[-3000:]
+    assert not set(counts) & (DATA_RULES | STUDY_B_RULES | STUDY_A_TRAINING | {"project_drr"})
+
+
+def test_study_b_sampler_parameter_reruns_the_ddpm_samples_not_the_wgan(up_to_date):
+    workdir, graph = up_to_date
+    counts, output = plan_after_edit(workdir, r"^(\s+inference_steps:) 25\b", r"\1 20")
+    changed = parse_reason_rules(output, PARAMS_CHANGED)
+    assert {"sample_study_b_generator", "sample_memorization_probe"} <= changed, output[-3000:]
+    assert sum(rule == "sample_study_b_generator" for rule in graph.rules) == 3
+    # ddpm_uncond and ddpm_cond draw with the DDIM sampler; the WGAN draws in one pass
+    assert counts["sample_study_b_generator"] == 2, output[-3000:]
+    assert not changed & {"train_study_b_generator", "train_study_b_ddpm_base", "study_b_controls"}
+    assert not set(counts) & (DATA_RULES | STUDY_A_TRAINING | {"sample_drr"}), sorted(counts)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "replacement", "rule"),
+    [
+        (r"^(\s+heun: \{steps:) 25\b", r"\1 20", None),  # a sampler the config does not use
+        (r"^(\s+figure_cases:) 2\b", r"\1 3", "fig3"),
+        (r"^(\s+grid_per_cell:) 2\b", r"\1 3", "kl_grid_figure"),
+        (r"^(\s+figure_views:) 4\b", r"\1 3", "segmentation_figure"),
+        (r"^(\s+z:) 1\.96\b", r"\1 2.58", "controls_table"),
+        (r"^(\s+confidence_level:) 0\.95\b", r"\1 0.9", "table1"),
+    ],
+    ids=["unused_sampler", "fig3", "kl_grid", "segmentation_figure", "controls", "table1"],
+)
+def test_setting_of_one_rule_reruns_that_rule_only(up_to_date, pattern, replacement, rule):
+    workdir, graph = up_to_date
+    counts, output = plan_after_edit(workdir, pattern, replacement)
+    changed = parse_reason_rules(output, PARAMS_CHANGED)
+    assert changed - CONFIG_RECORDS == ({rule} if rule else set()), output[-3000:]
     expected = graph.dependents(changed)
     expected["all"] = 1
     assert counts == expected, output[-3000:]
-    assert not set(counts) & (DATA_RULES | STUDY_B_RULES | STUDY_A_TRAINING | {"project_drr"})
+    assert not set(counts) & (DATA_RULES | STUDY_A_TRAINING | {"sample_drr", "project_drr"})

@@ -58,7 +58,8 @@ rule study_a_controls:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
+        checks=CHECKS_CONTROL_SETTINGS,
+        seed=config["checks"]["seed"],
     script:
         "../scripts/study_a_controls.py"
 
@@ -79,9 +80,12 @@ if CHECKS_PROBE:
             "../../envs/kneesynth.yaml"
         params:
             generators=study_b_ddpm_settings,
-            probe=config["checks"]["memorization_probe"],
+            probe=config_subset(
+                config["checks"]["memorization_probe"],
+                ("train_images", "steps", "batch_size"),
+            ),
             seed=config["seed"],
-            compute=config["compute"],
+            compute=COMPUTE_TRAINING,
             state_dir="results/state/train_memorization_probe",
         script:
             "../scripts/train_memorization_probe.py"
@@ -105,10 +109,10 @@ if CHECKS_PROBE:
         conda:
             "../../envs/kneesynth.yaml"
         params:
-            samples=config["study_b"]["samples"],
-            checks=study_b_evaluation_settings,
+            samples=STUDY_B_EVALUATION_SAMPLER,
+            checks=STUDY_B_EVALUATION_COUNTS,
             seed=config["seed"],
-            compute=config["compute"],
+            compute=COMPUTE_DEVICE,
         script:
             "../scripts/sample_memorization_probe.py"
 
@@ -129,8 +133,8 @@ rule memorization_study_a:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        compute=config["compute"],
+        settings=checks_settings("memorization"),
+        compute=COMPUTE_DEVICE,
     script:
         "../scripts/memorization.py"
 
@@ -152,8 +156,8 @@ rule memorization_study_b:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        compute=config["compute"],
+        settings=checks_settings("memorization", "pca_components"),
+        compute=COMPUTE_DEVICE,
     script:
         "../scripts/memorization.py"
 
@@ -203,8 +207,8 @@ rule realism_study_a:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        compute=config["compute"],
+        settings=checks_settings("realism"),
+        compute=COMPUTE_DEVICE,
     script:
         "../scripts/realism.py"
 
@@ -223,8 +227,8 @@ rule realism_study_b:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        compute=config["compute"],
+        settings=checks_settings("realism"),
+        compute=COMPUTE_DEVICE,
     script:
         "../scripts/realism.py"
 
@@ -297,7 +301,7 @@ rule reader_kit:
     threads: 1
     params:
         generators=CHECKS_READER_GENERATOR_NAMES,
-        checks=config["checks"],
+        settings=checks_settings("reader_study", "generators", "responses_dir"),
     script:
         "../scripts/reader_kit.py"
 
@@ -342,9 +346,10 @@ rule utility_ctm_samples:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        study_a=config["study_a"],
-        compute=config["compute"],
+        utility=config_subset(config["checks"]["utility"], ("mask_split", "max_images")),
+        seed=config["checks"]["seed"],
+        study_a=STUDY_A_CTM_SAMPLING,
+        compute=COMPUTE_SAMPLING,
     script:
         "../scripts/utility_ctm_samples.py"
 
@@ -370,8 +375,8 @@ rule utility:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=config["checks"],
-        compute=config["compute"],
+        checks=CHECKS_UTILITY,
+        compute=COMPUTE_DEVICE,
         state_root="results/state/utility",
     script:
         "../scripts/utility.py"

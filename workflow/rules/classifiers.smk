@@ -8,6 +8,13 @@
 from kneesynth.study_b.settings import TASK_CLASSES
 
 CLASSIFIERS_CONFIG = config["study_b"]["classifiers"]
+# what a classifier's training reads: not the arms, tasks and seeds of the tables (tasks and
+# seeds are passed per job) nor the statistics
+CLASSIFIER_TRAINING = {
+    key: value
+    for key, value in CLASSIFIERS_CONFIG.items()
+    if key not in ("arms", "tasks", "seeds", "statistics")
+}
 CLASSIFIER_PREDICTIONS = expand(
     "results/classifiers/{task}/{arm}/seed{seed}.tsv",
     task=CLASSIFIERS_CONFIG["tasks"],
@@ -47,10 +54,10 @@ rule train_classifier_real:
         "../../envs/kneesynth.yaml"
     params:
         arm="real",
-        classifiers=CLASSIFIERS_CONFIG,
+        classifiers=CLASSIFIER_TRAINING,
         tasks=CLASSIFIERS_CONFIG["tasks"],
         seeds=CLASSIFIERS_CONFIG["seeds"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_classifier_real/real",
     script:
         "../scripts/train_classifier.py"
@@ -80,10 +87,10 @@ rule train_classifier_augmented:
         "../../envs/kneesynth.yaml"
     params:
         arm="real+{generator}",
-        classifiers=CLASSIFIERS_CONFIG,
+        classifiers=CLASSIFIER_TRAINING,
         tasks=CLASSIFIERS_CONFIG["tasks"],
         seeds=CLASSIFIERS_CONFIG["seeds"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_classifier_augmented/{generator}",
     script:
         "../scripts/train_classifier.py"
@@ -110,10 +117,10 @@ rule train_classifier_synthetic_only:
         "../../envs/kneesynth.yaml"
     params:
         arm="syn-{generator}",
-        classifiers=CLASSIFIERS_CONFIG,
+        classifiers=CLASSIFIER_TRAINING,
         tasks="{task}",
         seeds=CLASSIFIERS_CONFIG["seeds"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_classifier_synthetic_only/{task}/{generator}",
     script:
         "../scripts/train_classifier.py"

@@ -157,17 +157,126 @@ def study_b_base_weights(wildcards):
     return [] if wildcards.generator == "wgan" else STUDY_B_BASE_WEIGHTS
 
 
-def study_b_evaluation_settings(wildcards):
-    """The checks settings that fix the evaluation sets' counts (reference split, controls)."""
-    return {
-        "held_out_split": config["checks"]["held_out_split"],
-        "controls": config["checks"]["controls"],
-    }
-
-
 # --- study_a ---
 def study_a_weights(wildcards):
     """Weights a sample file comes from: CSM is shared by both conditions."""
     if wildcards.model == "csm":
         return "results/models/study_a/csm.pt"
     return f"results/models/study_a/{wildcards.model}_{wildcards.condition}.pt"
+
+
+# --- params: each rule gets only the config keys it reads, so that a change reruns exactly
+# what depends on it (Snakemake's default rerun trigger compares params) ---
+def config_subset(section, keys):
+    """``section`` (a mapping) restricted to ``keys``, in that order."""
+    return {key: section[key] for key in keys}
+
+
+# the part of `compute` a job reads: the device alone (evaluations without autocast), bf16 too
+# (samplers under autocast), or every switch (trainings: bf16, channels_last, compile)
+COMPUTE_DEVICE = config_subset(config["compute"], ("device", "deterministic"))
+COMPUTE_SAMPLING = config_subset(config["compute"], ("device", "deterministic", "bf16"))
+COMPUTE_TRAINING = config_subset(
+    config["compute"], ("device", "deterministic", "bf16", "channels_last", "compile")
+)
+
+# ingest: the CT keys for ingest_ct, the oai_* keys for the radiographs
+INGEST_CT = {
+    key: value for key, value in config["ingest"].items() if not key.startswith("oai_")
+}
+INGEST_OAI = {
+    key: value
+    for key, value in config["ingest"].items()
+    if key.startswith("oai_") or key == "input_checks"
+}
+SPLITS_VOLUMES = config_subset(config["splits"], ("mode", "fractions"))
+SPLITS_OAI = config_subset(config["splits"], ("oai_mode", "oai_fractions"))
+# segment_drr: the thresholds (the figure's counts only choose what segmentation_figure shows)
+SEGMENTATION_MASKS = config_subset(
+    config["segmentation"], ("contour_threshold", "bone_threshold")
+)
+
+
+def study_a_sampling_settings(wildcards):
+    """What one model's test samples depend on: the network it loads, the test images and the
+    batches, and for the score models the SDE and the sampler (CSM: also t0). The U-Net runs
+    one forward pass: no sampler setting reruns it."""
+    study_a = config["study_a"]
+    keys = ["seed", "image_size", "network", "sample_batch_size", "max_test_images"]
+    if wildcards.model != "unet":
+        keys += ["sigma_min", "sigma_max"]
+    if wildcards.model == "csm":
+        keys.append("t0")
+    settings = config_subset(study_a, keys)
+    if wildcards.model != "unet":
+        settings["sampler"] = study_a_sampler()
+    return settings
+
+
+def study_a_sampler():
+    """The configured sampler: its name, eps and its own settings (not the other samplers')."""
+    sampler = config["study_a"]["sampler"]
+    return config_subset(sampler, ("name", "eps", sampler["name"]))
+
+
+# utility_ctm_samples: the CTM's sampling settings, as sample_drr's for the CTM
+STUDY_A_CTM_SAMPLING = {
+    **config_subset(
+        config["study_a"],
+        ("image_size", "network", "sample_batch_size", "sigma_min", "sigma_max"),
+    ),
+    "sampler": study_a_sampler(),
+}
+
+
+def checks_settings(check, *drop):
+    """One check's section of `checks` (less the keys in ``drop``) with the keys every check
+    reads: the held-out split it compares against and the checks' seed."""
+    checks = config["checks"]
+    return {
+        **{key: value for key, value in checks[check].items() if key not in drop},
+        "held_out_split": checks["held_out_split"],
+        "seed": checks["seed"],
+    }
+
+
+# the controls' settings that make their images (not `z`, which only judges them)
+CHECKS_CONTROL_SETTINGS = {
+    "held_out_split": config["checks"]["held_out_split"],
+    "controls": config_subset(
+        config["checks"]["controls"],
+        ("holdout_split", "max_images", "noise", "blur_sigma"),
+    ),
+}
+# what the evaluation sets' counts depend on (the generators' and the probe's sets)
+STUDY_B_EVALUATION_COUNTS = {
+    "held_out_split": config["checks"]["held_out_split"],
+    "controls": config_subset(
+        config["checks"]["controls"], ("holdout_split", "max_images")
+    ),
+}
+# the utility check: its own section, the memorisation check of the generated pairs, the seed
+CHECKS_UTILITY = {
+    key: config["checks"][key] for key in ("seed", "utility", "memorization")
+}
+
+
+def study_b_samples_settings(wildcards):
+    """What a generator's synthetic set depends on: the balance policy and the batches, and
+    for the DDPMs their sampler (the WGAN draws in one pass); not the figure's images per cell.
+    """
+    unused = {"grid_per_cell"}
+    if wildcards.generator == "wgan":
+        unused |= {"sampler", "inference_steps"}
+    samples = config["study_b"]["samples"]
+    return {key: value for key, value in samples.items() if key not in unused}
+
+
+STUDY_B_EVALUATION_SAMPLER = config_subset(
+    config["study_b"]["samples"], ("sampler", "inference_steps", "batch_size")
+)
+# the FID table reads the trained feature net and these keys; its training the classifier keys
+FID_TABLE_SETTINGS = config_subset(
+    config["study_b"]["fid"], ("features", "inception_weights", "subsets")
+)
+FID_FEATURE_TRAINING = config_subset(config["study_b"]["fid"], ("classifier",))

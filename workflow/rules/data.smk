@@ -67,7 +67,7 @@ rule ingest_ct:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        ingest=config["ingest"],
+        ingest=INGEST_CT,
     script:
         "../scripts/ingest_ct.py"
 
@@ -82,7 +82,7 @@ rule split_volumes:
     threads: 1
     params:
         volumes=VOLUMES,
-        splits=config["splits"],
+        splits=SPLITS_VOLUMES,
         seed=config["seed"],
         views=config["projection"]["n_views"],
     script:
@@ -105,7 +105,7 @@ if DATA_OAI_RAW:
         threads: 1
         params:
             oai_dir=config["data"]["oai_dir"],
-            ingest=config["ingest"],
+            ingest=INGEST_OAI,
         script:
             "../scripts/crop_oai_radiographs.py"
 
@@ -127,8 +127,8 @@ rule ingest_oai:
     threads: 1
     params:
         oai_format=config["data"].get("oai_format", "chen") if DATA_REAL_OAI else "chen",
-        ingest=config["ingest"],
-        splits=config["splits"],
+        ingest=INGEST_OAI,
+        splits=SPLITS_OAI,
         seed=config["seed"],
     script:
         "../scripts/ingest_oai.py"

@@ -22,7 +22,7 @@ rule segment_drr:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        segmentation=config["segmentation"],
+        segmentation=SEGMENTATION_MASKS,
     script:
         "../scripts/segment_drr.py"
 

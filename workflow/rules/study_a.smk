@@ -60,7 +60,7 @@ rule train_csm:
         condition=None,
         state_dir="results/state/train_csm/csm",
         study_a=STUDY_A_TRAINING,
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
     script:
         "../scripts/study_a_train.py"
 
@@ -81,7 +81,7 @@ rule train_ctm:
         condition="{condition}",
         state_dir="results/state/train_ctm/{condition}",
         study_a=STUDY_A_TRAINING,
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
     script:
         "../scripts/study_a_train.py"
 
@@ -102,7 +102,7 @@ rule train_unet:
         condition="{condition}",
         state_dir="results/state/train_unet/{condition}",
         study_a=STUDY_A_TRAINING,
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
     script:
         "../scripts/study_a_train.py"
 
@@ -122,8 +122,8 @@ rule sample_drr:
     conda:
         "../../envs/kneesynth.yaml"
     params:
-        study_a=config["study_a"],
-        compute=config["compute"],
+        study_a=study_a_sampling_settings,
+        compute=COMPUTE_SAMPLING,
     script:
         "../scripts/study_a_sample.py"
 

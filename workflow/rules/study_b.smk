@@ -44,7 +44,7 @@ rule train_study_b_ddpm_base:
     params:
         generators=study_b_ddpm_settings,
         seed=config["seed"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_study_b_ddpm_base",
     script:
         "../scripts/train_study_b_ddpm_base.py"
@@ -67,7 +67,7 @@ rule train_study_b_generator:
     params:
         generators=study_b_generator_settings,
         seed=config["seed"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_study_b_generator/{generator}",
     script:
         "../scripts/train_study_b_generator.py"
@@ -92,10 +92,10 @@ rule sample_study_b_generator:
     conda:
         "../../envs/kneesynth.yaml"
     params:
-        samples=config["study_b"]["samples"],
-        checks=study_b_evaluation_settings,
+        samples=study_b_samples_settings,
+        checks=STUDY_B_EVALUATION_COUNTS,
         seed=config["seed"],
-        compute=config["compute"],
+        compute=COMPUTE_DEVICE,
     script:
         "../scripts/sample_study_b_generator.py"
 
@@ -120,7 +120,7 @@ rule study_b_controls:
         "../../envs/kneesynth.yaml"
     threads: 1
     params:
-        checks=study_b_evaluation_settings,
+        checks=CHECKS_CONTROL_SETTINGS,
         image_size=config["study_b"]["generators"]["image_size"],
         seed=config["checks"]["seed"],
     script:
@@ -139,10 +139,10 @@ rule train_fid_features:
     conda:
         "../../envs/kneesynth.yaml"
     params:
-        fid=config["study_b"]["fid"],
+        fid=FID_FEATURE_TRAINING,
         image_size=config["study_b"]["generators"]["image_size"],
         seed=config["seed"],
-        compute=config["compute"],
+        compute=COMPUTE_TRAINING,
         state_dir="results/state/train_fid_features",
     script:
         "../scripts/train_fid_features.py"
@@ -167,8 +167,8 @@ rule fid_table:
     conda:
         "../../envs/kneesynth.yaml"
     params:
-        fid=config["study_b"]["fid"],
-        compute=config["compute"],
+        fid=FID_TABLE_SETTINGS,
+        compute=COMPUTE_DEVICE,
         seed=config["checks"]["seed"],
     script:
         "../scripts/study_b_fid_table.py"

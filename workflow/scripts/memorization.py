@@ -13,12 +13,7 @@ def main(snakemake):
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 
-    checks = snakemake.params.checks
-    settings = {
-        **checks["memorization"],
-        "held_out_split": checks["held_out_split"],
-        "seed": checks["seed"],
-    }
+    settings = snakemake.params.settings
     device = device_for(snakemake.params.compute)
     if hasattr(snakemake.input, "dataset"):
         summary, per_image, pairs = study_a_memorization(

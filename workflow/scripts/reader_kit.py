@@ -7,12 +7,7 @@ def main(snakemake):
     from kneesynth.checks.reader_study import make_study_b_kits
 
     generators = list(snakemake.params.generators)
-    checks = snakemake.params.checks
-    settings = {
-        **checks["reader_study"],
-        "held_out_split": checks["held_out_split"],
-        "seed": checks["seed"],
-    }
+    settings = snakemake.params.settings
     make_study_b_kits(
         snakemake.input.manifest,
         dict(zip(generators, snakemake.input.samples, strict=True)),

@@ -8,12 +8,7 @@ def main(snakemake):
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 
-    checks = snakemake.params.checks
-    settings = {
-        **checks["realism"],
-        "held_out_split": checks["held_out_split"],
-        "seed": checks["seed"],
-    }
+    settings = snakemake.params.settings
     device = device_for(snakemake.params.compute)
     if hasattr(snakemake.input, "manifest"):
         rows = study_b_realism(

@@ -10,7 +10,7 @@ def main(snakemake):
 
     outputs = {Path(path).name.removesuffix(".npz"): path for path in snakemake.output}
     study_a_controls(
-        snakemake.input.dataset, snakemake.params.checks, outputs, snakemake.params.checks["seed"]
+        snakemake.input.dataset, snakemake.params.checks, outputs, snakemake.params.seed
     )
 
 

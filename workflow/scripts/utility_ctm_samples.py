@@ -8,15 +8,15 @@ from kneesynth.workflow import run_script
 def main(snakemake):
     from kneesynth.checks.utility import sample_pairs
 
-    checks = snakemake.params.checks
+    utility = snakemake.params.utility
     sample_pairs(
         snakemake.input.dataset,
         snakemake.input.weights,
         snakemake.output[0],
         snakemake.params.study_a,
-        checks["utility"]["mask_split"],
-        checks["utility"]["max_images"],
-        int(checks["seed"]),
+        utility["mask_split"],
+        utility["max_images"],
+        int(snakemake.params.seed),
         snakemake.params.compute,
     )
 

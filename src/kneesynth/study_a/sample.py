@@ -76,8 +76,9 @@ def generate(
     from kneesynth.score.sde import VESDE  # heavy (torch): imported on use
 
     device = torch.device(device)
-    sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
-    sampler = sampler or make_sampler(params, sde)
+    if kind != "unet":  # the U-Net's one forward pass reads neither the SDE nor a sampler
+        sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
+        sampler = sampler or make_sampler(params, sde)
     batch_size = int(params["sample_batch_size"])
     n_batches = -(-masks.shape[0] // batch_size)
     if kind == "unet":

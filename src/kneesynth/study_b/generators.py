@@ -327,7 +327,6 @@ def sample_generator(
     size = int(meta["image_size"])
     out = np.empty((len(seeds), size, size), dtype=np.uint8)
     batch_size = int(sampling["batch_size"])
-    sampler, steps = str(sampling["sampler"]), int(sampling["inference_steps"])
     if name == "wgan":
         net = WganGenerator(**meta["wgan"])
         net.load_state_dict(state_dict)
@@ -336,6 +335,7 @@ def sample_generator(
             part = slice(start, start + batch_size)
             out[part] = to_uint8(sample_wgan(net, seeds[part], kl_grades[part], device))
         return out
+    sampler, steps = str(sampling["sampler"]), int(sampling["inference_steps"])
     stats = meta.get("standardise")
     if name == "ddpm_cond":
         unet = _unet_from(meta["unet"], state_dict, device)

@@ -408,12 +408,12 @@ def make_synthetic_set(
     counts = synthetic_counts(train_grade_counts(real), samples)
     plan = sample_plan(generator, counts, derive_seed(int(seed), "study_b", "samples"))
     logger.info(
-        "%s: drawing %d images, per KL grade %s (%s, %s steps)",
+        "%s: drawing %d images, per KL grade %s (sampler %s, %s steps)",
         generator,
         len(plan),
         counts,
-        samples["sampler"],
-        samples["inference_steps"],
+        samples.get("sampler", "none"),  # the WGAN's settings carry no sampler
+        samples.get("inference_steps", 1),
     )
     images = draw_with_progress(weights_path, plan, samples, f"sampling {generator}", device)
     manifest = write_synthetic_set(out_dir, images, plan, generator, manifest_path)
