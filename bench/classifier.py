@@ -1,6 +1,6 @@
 """Benchmark: study B KL classifier epoch time (training + validation), demo and paper size.
 
-Demo size: ``kneesynth.classify.train_classifier`` for one epoch on random images of the demo's
+Demo size: ``kneesynth.study_b.classify.train_classifier`` for one epoch on random images of the demo's
 shape (small_cnn, 64 x 64, 168 training and 24 validation images, batch 32), i.e. the same code
 path as the workflow (ResumableTrainer, flips, model selection on the validation split).
 Paper size: a few optimisation steps of MONAI DenseNet121 at 224 x 224 (batch 32) are timed and
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 
-from kneesynth import classify
 from kneesynth.compute import device_for
+from kneesynth.study_b import classify
 
 
 def random_set(n: int, image_size: int, seed: int) -> classify.ImageSet:

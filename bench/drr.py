@@ -1,8 +1,8 @@
 """Benchmark: DRR projection through the pipeline's own function vs a bare ASTRA call.
 
-Projects a leg phantom (``kneesynth.phantom`` when it offers a volume generator, else a
+Projects a leg phantom (``kneesynth.data.phantom`` when it offers a volume generator, else a
 cylinder phantom built here) to the paper's 60 views of 256 x 256 with
-``kneesynth.drr.project_ct`` (HU -> mu, bone mask, z resampling, projection, normalisation) and,
+``kneesynth.projection.drr.project_ct`` (HU -> mu, bone mask, z resampling, projection, normalisation) and,
 in the same run, with the bare projector on the same volume:
 
 * CPU: the bare sparse product ``W @ X`` with the same cached ASTRA system matrix ``W`` and a
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from kneesynth import drr
+from kneesynth.projection import drr, fan_beam
 
 
 def cylinder_leg_phantom(size: int, spacing_mm: float, seed: int = 0) -> np.ndarray:
@@ -63,18 +63,18 @@ def cylinder_leg_phantom(size: int, spacing_mm: float, seed: int = 0) -> np.ndar
 
 
 def make_phantom(size: int, spacing_mm: float, seed: int, kind: str = "auto") -> np.ndarray:
-    """A (size, size, size) HU volume: the DATA stage's knee phantom (``kneesynth.phantom``)
+    """A (size, size, size) HU volume: the DATA stage's knee phantom (``kneesynth.data.phantom``)
     when available and asked for, else the cylinder phantom above."""
     if kind in ("auto", "kneesynth"):
         try:
-            from kneesynth import phantom
+            from kneesynth.data.phantom_ct import phantom_volumes, render_ct
         except ImportError:
             if kind == "kneesynth":
                 raise
         else:
-            volume = phantom.phantom_volumes({"volumes": 1}, seed)[0]
+            volume = phantom_volumes({"volumes": 1}, seed)[0]
             shape, spacing = (size,) * 3, (spacing_mm,) * 3
-            return phantom.render_ct(volume, shape, spacing, noise_hu=0.0).astype(np.float32)
+            return render_ct(volume, shape, spacing, noise_hu=0.0).astype(np.float32)
     return cylinder_leg_phantom(size, spacing_mm, seed)
 
 
@@ -84,9 +84,9 @@ def prepare_bare_cpu(
     """Build (and time) the system matrix W, and a ready-made X (ny * nx, 2 * nz): attenuation
     and bone-mask slices as columns, the same work the pipeline's product does."""
     n_z, n_y, n_x = hu.shape
-    drr._SYSTEM_MATRIX_CACHE.clear()
+    fan_beam._SYSTEM_MATRIX_CACHE.clear()
     start = time.perf_counter()
-    matrix = drr.fan_beam_system_matrix(settings, n_x, n_y, spacing[0], spacing[1])
+    matrix = fan_beam.fan_beam_system_matrix(settings, n_x, n_y, spacing[0], spacing[1])
     build_s = time.perf_counter() - start
     print(
         f"system matrix: {matrix.shape[0]} x {matrix.shape[1]}, nnz {matrix.nnz}, "
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "--phantom",
         choices=("auto", "kneesynth", "cylinder"),
         default="auto",
-        help="kneesynth.phantom knee (auto: when importable) or the cylinder phantom",
+        help="kneesynth.data.phantom knee (auto: when importable) or the cylinder phantom",
     )
     parser.add_argument("--backend", choices=drr.BACKENDS, default="auto")
     parser.add_argument(

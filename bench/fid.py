@@ -1,9 +1,9 @@
-"""Benchmark: the Frechet distance of kneesynth.fid against its peers, same features, one run.
+"""Benchmark: the Frechet distance of kneesynth.study_b.fid against its peers, same features, one run.
 
 From two feature sets (random, correlated, float64) every method computes the whole distance
 (means, covariances, the trace of the matrix square root):
 
-* ``kneesynth``: :func:`kneesynth.fid.frechet_distance` (trace from eigenvalues of a symmetric
+* ``kneesynth``: :func:`kneesynth.study_b.fid.frechet_distance` (trace from eigenvalues of a symmetric
   matrix: Cholesky + eigvalsh, or the nuclear norm of the cross Gram matrix when a set has fewer
   images than dimensions);
 * ``scipy sqrtm``: ``scipy.linalg.sqrtm`` of the covariance product, as pytorch-fid and
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from monai.metrics import FIDMetric
 
-    from kneesynth.fid import frechet_distance
+    from kneesynth.study_b.fid import frechet_distance
 
     torch.set_num_threads(args.threads)
 

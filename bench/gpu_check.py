@@ -1,4 +1,4 @@
-"""The GPU check of issue 15, run by bench/gpu_check.sh: one script, one GPU, under 8 minutes.
+"""The GPU check, run by bench/gpu_check.sh: one script, one GPU, under 8 minutes.
 
 Prints, section by section (each figure on one line, as it is measured):
 
@@ -12,8 +12,8 @@ Prints, section by section (each figure on one line, as it is measured):
 4. training throughput at paper size (config/paper.yaml) of study A's CTM and study B's
    conditional DDPM, WGAN-GP and KL classifier, fp32 eager against bf16 + channels_last, then
    + torch.compile where time allows, the ratio (target >= 2x) and the peak GPU memory of each.
-   The real training functions run (kneesynth.study_a.train_model, oai_generators.train_ddpms
-   and train_wgan, classify.train_classifier) on random data; the time of each step is taken
+   The real training functions run (kneesynth.study_a.train.train_model, study_b.ddpm.train_ddpms
+   and study_b.wgan.train_wgan, study_b.classify.train_classifier) on random data; the time of each step is taken
    where the training records its loss (``ResumableTrainer.record``), after warm-up steps;
 5. sampling throughput at paper size of every model (study A U-Net, CSM, CTM; study B DDPMs,
    WGAN) with its peak GPU memory, timed on a few sampler steps and extrapolated to the
@@ -125,7 +125,7 @@ def memory_text(gib: float) -> str:
 def environment() -> dict[str, Any]:
     import torch
 
-    from kneesynth import drr
+    from kneesynth.projection import drr
 
     info = {"torch": torch.__version__, "cuda": cuda_device() is not None}
     gpu = torch.cuda.get_device_name(0) if info["cuda"] else "none"
@@ -147,7 +147,7 @@ def environment() -> dict[str, Any]:
 def drr_settings(config: Mapping[str, Any], detector: int | None = None, views: int | None = None):
     """ProjectionSettings of ``config['projection']`` (optionally a smaller detector / fewer
     views, the field of view kept)."""
-    from kneesynth import drr
+    from kneesynth.projection import drr
 
     projection = dict(config["projection"])
     if detector:
@@ -215,7 +215,7 @@ def drr_check(config, size: int, spacing_mm: float, settings, info, budget: Budg
     """FP3D_CUDA against the CPU path on one knee phantom."""
     from drr import make_phantom
 
-    from kneesynth import drr
+    from kneesynth.projection import drr
 
     if not budget.fits(30 if size > 64 else 2, "the DRR comparison"):
         return
@@ -265,7 +265,7 @@ def drr_paper_scale(
     """Projection time per volume on the configured path, extrapolated to ``volumes``."""
     from drr import cylinder_leg_phantom
 
-    from kneesynth import drr
+    from kneesynth.projection import drr
 
     backend = "cuda" if info["astra_cuda"] else "cpu"
     if backend == "cpu" and not info["tiny"] and not budget.fits(60, "the CPU paper-scale DRR"):
@@ -340,7 +340,12 @@ def training_runs(config, device, steps: int, folder: Path) -> dict[str, tuple[i
     """name -> (batch size, function(compute) that trains for ``steps`` steps)."""
     import torch
 
-    from kneesynth import classify, oai_generators, study_a
+    from kneesynth.study_a.train import train_model
+    from kneesynth.study_b import classify
+    from kneesynth.study_b.ddpm import (
+        train_ddpms,
+    )
+    from kneesynth.study_b.wgan import train_wgan
 
     a = copy.deepcopy(config["study_a"])
     a.update(steps=steps, checkpoint_every=10**6)
@@ -380,7 +385,7 @@ def training_runs(config, device, steps: int, folder: Path) -> dict[str, tuple[i
     return {
         f"study A ctm {size_a}^2": (
             int(a["batch_size"]),
-            lambda compute: study_a.train_model(
+            lambda compute: train_model(
                 "ctm",
                 "contour",
                 dataset,
@@ -392,7 +397,7 @@ def training_runs(config, device, steps: int, folder: Path) -> dict[str, tuple[i
         ),
         f"study B ddpm_cond {size_b}^2": (
             int(ddpm["batch_size"]),
-            lambda compute: oai_generators.train_ddpms(
+            lambda compute: train_ddpms(
                 {"all": (images, grades)},
                 ddpm,
                 size_b,
@@ -406,7 +411,7 @@ def training_runs(config, device, steps: int, folder: Path) -> dict[str, tuple[i
         ),
         f"study B wgan {size_b}^2 (n_critic {wgan['n_critic']})": (
             int(wgan["batch_size"]),
-            lambda compute: oai_generators.train_wgan(
+            lambda compute: train_wgan(
                 images, grades, wgan, size_b, 0, state(), device=device, compute=compute
             ),
         ),
@@ -481,8 +486,16 @@ def sampling_throughput(config, device, budget: Budget, steps: int) -> None:
     """Images/s of every model at its configured sampler and steps, timed on ``steps`` steps."""
     import torch
 
-    from kneesynth import oai_generators, study_a
     from kneesynth.score.sde import VESDE
+    from kneesynth.study_a.sample import generate, make_sampler
+    from kneesynth.study_a.train import build_network
+    from kneesynth.study_b.ddpm import (
+        build_unet,
+        sample_ddpm,
+        scheduler_settings,
+        unet_settings,
+    )
+    from kneesynth.study_b.wgan import WganGenerator, sample_wgan, wgan_settings
 
     estimate = 20.0 if device.type == "cuda" else 3.0
     a = config["study_a"]
@@ -496,12 +509,12 @@ def sampling_throughput(config, device, budget: Budget, steps: int) -> None:
         for kind in ("unet", "csm", "ctm"):
             if not budget.fits(estimate, f"sampling of study A {kind} ({precision})"):
                 continue
-            net = study_a.build_network(kind, a["network"], size_a, seed=0).to(device).eval()
+            net = build_network(kind, a["network"], size_a, seed=0).to(device).eval()
             sde = VESDE(float(a["sigma_min"]), float(a["sigma_max"]))
-            fast_sampler = study_a.make_sampler(few, sde)
+            fast_sampler = make_sampler(few, sde)
             seconds, gib = timed_sampling(
                 functools.partial(
-                    study_a.generate,
+                    generate,
                     kind,
                     net,
                     masks,
@@ -531,14 +544,12 @@ def sampling_throughput(config, device, budget: Budget, steps: int) -> None:
     for name, conditional in (("ddpm_uncond", False), ("ddpm_cond", True)):
         if not budget.fits(estimate, f"sampling of study B {name}"):
             continue
-        unet = oai_generators.build_unet(
-            oai_generators.unet_settings(ddpm, size_b, conditional)
-        ).to(device)
+        unet = build_unet(unet_settings(ddpm, size_b, conditional)).to(device)
         seconds, gib = timed_sampling(
             functools.partial(
-                oai_generators.sample_ddpm,
+                sample_ddpm,
                 unet,
-                oai_generators.scheduler_settings(ddpm),
+                scheduler_settings(ddpm),
                 samples["sampler"],
                 steps,
                 seeds,
@@ -554,11 +565,11 @@ def sampling_throughput(config, device, budget: Budget, steps: int) -> None:
         )
         del unet
     wgan = generators["wgan"]
-    net = oai_generators.WganGenerator(
-        latent_dim=int(wgan["latent_dim"]), **oai_generators.wgan_settings(wgan, size_b)
-    ).to(device)
+    net = WganGenerator(latent_dim=int(wgan["latent_dim"]), **wgan_settings(wgan, size_b)).to(
+        device
+    )
     seconds, gib = timed_sampling(
-        functools.partial(oai_generators.sample_wgan, net, seeds, grades, device), device
+        functools.partial(sample_wgan, net, seeds, grades, device), device
     )
     say(f"study B wgan {size_b}^2 fp32: {batch_b / seconds:.1f} images/s ({memory_text(gib)})")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 15: one command, one GPU, under 8 minutes; prints its figures.
+# The prepared GPU check: one command, one GPU, under 8 minutes; prints its figures.
 #
 #   bash bench/gpu_check.sh                 # on a GPU machine, from anywhere in the repo
 #   bash bench/gpu_check.sh --no-compile    # without the torch.compile runs

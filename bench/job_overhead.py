@@ -15,8 +15,7 @@ the one imported). Per job the tracer records, in process CPU time (user + syste
 
 It prints, per workflow script, the number of jobs that ran it in the demo's DAG, the median
 overhead per job and the heavy libraries the job loaded; then the overhead summed over all jobs
-(and the demo's job CPU beside it), for each revision and their ratio, and checks the targets of
-issue 15: no table/figure job over 1 s, no training/sampling job over 3 s, summed overhead at
+(and the demo's job CPU beside it), for each revision and their ratio, and checks the targets: no table/figure job over 1 s, no training/sampling job over 3 s, summed overhead at
 most half of the first revision's.
 
     python bench/job_overhead.py --before 6b959c9      # that commit and the working tree
@@ -46,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKTREE = "worktree"
 
-# Rule classes for the targets (issue 15). Table/figure jobs: at most 1 s of overhead and none
+# Rule classes for the targets. Table/figure jobs: at most 1 s of overhead and none
 # of torch, diffusers, MONAI. Stats jobs: none of those either (scipy.stats alone costs more
 # than 1 s to import). Training/sampling jobs: at most 3 s.
 TABLE_FIGURE_RULES = {

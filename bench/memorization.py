@@ -3,7 +3,7 @@
     python bench/memorization.py                      # 10,000 x 8,000 images of 64^2, CPU
     python bench/memorization.py --device cuda        # on a GPU node
 
-Prints pairs/s of :func:`kneesynth.memorization.max_correlation` (centring, normalising, blocked
+Prints pairs/s of :func:`kneesynth.checks.memorization.max_correlation` (centring, normalising, blocked
 products, running max/argmax, within a memory budget) and of one bare ``S @ T.T`` of the same
 sizes (float32, torch.matmul, no normalisation, no max, output held whole), in the same run,
 and their ratio (time ours / time bare; target <= 2).
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from kneesynth.memorization import block_sizes, max_correlation
+from kneesynth.checks.memorization import block_sizes, max_correlation
 
 
 def synchronise(device: torch.device) -> None:

@@ -16,7 +16,7 @@ Prints one table (TSV on stdout): what, setting, value, unit. Rows:
   per step is constant), DDIM and DPM-Solver++ at the demo's ``inference_steps``, and the WGAN;
 - seconds per training step at paper size (224 x 224, config/paper.yaml nets, batch
   ``--paper-batch``, the paper's batch on a GPU) for the DDPM and the WGAN;
-- classifier seconds per epoch (kneesynth.classify, study_b.classifiers) when that module is
+- classifier seconds per epoch (kneesynth.study_b.classify, study_b.classifiers) when that module is
   importable, on random images of the demo's real training-set size.
 
 Times are wall-clock (or process CPU time with ``--cpu-time``) after one warm-up call, with CUDA
@@ -40,15 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kneesynth.compute import device_for  # noqa: E402
-from kneesynth.oai_generators import (  # noqa: E402
+from kneesynth.study_b.ddpm import (  # noqa: E402
     NULL_CLASS,
-    WganCritic,
-    WganGenerator,
-    _gradient_penalty,
     build_unet,
     sample_ddpm,
     scheduler_settings,
     unet_settings,
+)
+from kneesynth.study_b.wgan import (  # noqa: E402
+    WganCritic,
+    WganGenerator,
+    _gradient_penalty,
     wgan_settings,
 )
 
@@ -120,9 +122,9 @@ def wgan_step(generators: dict, image_size: int, batch: int, device):
 
 
 def classifier_epoch_rows(config: dict, image_size: int, n_images: int, device, repeats: int):
-    """Seconds per classifier epoch (B2's kneesynth.classify) on random images, if available."""
+    """Seconds per classifier epoch (B2's kneesynth.study_b.classify) on random images, if available."""
     try:
-        from kneesynth.classify import build_classifier
+        from kneesynth.study_b.classify import build_classifier
     except ImportError:
         return []
     classifiers = config["study_b"].get("classifiers")
@@ -218,7 +220,7 @@ def main(argv=None) -> None:
         )
     )
 
-    from kneesynth.fid import build_feature_net
+    from kneesynth.study_b.fid import build_feature_net
 
     fid_net = build_feature_net(config["study_b"]["fid"]["classifier"]).to(device)
     fid_opt = torch.optim.Adam(fid_net.parameters())

@@ -1,4 +1,4 @@
-"""Sampler quality versus cost on the trained study A models (issue 7, item 2).
+"""Sampler quality versus cost on the trained study A models.
 
 For CTM (both conditions) and CSM (SDEdit from t0, both conditions) this generates the same
 test images with the PC sampler at several N and with EDM Heun (and its churn variant) at
@@ -27,11 +27,14 @@ import yaml
 from scipy.stats import wilcoxon
 
 from kneesynth import compute as compute_lib
-from kneesynth import study_a
 from kneesynth.io import atomic_path, write_tsv
 from kneesynth.score.sampling import get_sampler
 from kneesynth.score.sde import VESDE
 from kneesynth.seeding import derive_seed
+from kneesynth.study_a.dataset import condition_key, load_dataset
+from kneesynth.study_a.evaluate import image_metrics
+from kneesynth.study_a.sample import generate, select_test_images
+from kneesynth.study_a.train import load_network
 
 
 def parse_args():
@@ -79,16 +82,16 @@ def main():
     config = yaml.safe_load(Path(args.config).read_text())
     params = config["study_a"]
     device = compute_lib.device_for(config.get("compute"))
-    data = study_a.load_dataset(args.dataset)
-    index = study_a.select_test_images(data, args.max_images)
+    data = load_dataset(args.dataset)
+    index = select_test_images(data, args.max_images)
     target = data["drr"][index]
     sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
     rows = []
     for kind in args.kinds.split(","):
         for condition in args.conditions.split(","):
             name = "csm" if kind == "csm" else f"{kind}_{condition}"
-            net = study_a.load_network(kind, Path(args.models) / f"{name}.pt", params, device)
-            masks = torch.from_numpy(data[study_a.condition_key(condition)][index])[:, None]
+            net = load_network(kind, Path(args.models) / f"{name}.pt", params, device)
+            masks = torch.from_numpy(data[condition_key(condition)][index])[:, None]
             seed = derive_seed(int(params["seed"]), "sampler_quality", kind, condition)
             reference = None
             for sampler_name, options in settings(args, params):
@@ -96,12 +99,12 @@ def main():
                     sampler_name, sde, eps=float(params["sampler"]["eps"]), **options
                 )
                 start = time.perf_counter()
-                generated, evaluations = study_a.generate(
+                generated, evaluations = generate(
                     kind, net, masks, params, seed, sampler=sampler, device=device
                 )
                 seconds = time.perf_counter() - start
                 images = generated[:, 0].clamp(0, 1).numpy()
-                metrics = study_a.image_metrics(images, target)
+                metrics = image_metrics(images, target)
                 if reference is None:
                     reference = metrics
                 row = {

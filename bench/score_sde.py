@@ -1,5 +1,5 @@
 """Study A score models: training steps/s and sampled images/s (with network evaluations per
-image), for the demo network and the paper-size NCSN++ (issue 3, item 8).
+image), for the demo network and the paper-size NCSN++.
 
     python bench/score_sde.py                    # demo + paper size (paper size: 1 step on CPU)
     python bench/score_sde.py --sizes paper --paper-batch 16 --paper-steps 20   # on a GPU
@@ -18,10 +18,10 @@ import torch
 import yaml
 
 from kneesynth import compute as compute_lib
-from kneesynth import study_a
 from kneesynth.score.losses import dsm_loss
 from kneesynth.score.sampling import get_sampler
 from kneesynth.score.sde import VESDE
+from kneesynth.study_a.train import build_network
 
 
 def parse_args():
@@ -48,7 +48,7 @@ def sync(device):
 def bench(name, params, steps, batch, device, bf16):
     compute = {"device": device.type, "bf16": bf16}
     size = int(params["image_size"])
-    net = study_a.build_network("ctm", params["network"], size, seed=0).to(device)
+    net = build_network("ctm", params["network"], size, seed=0).to(device)
     n_params = sum(p.numel() for p in net.parameters())
     sde = VESDE(float(params["sigma_min"]), float(params["sigma_max"]))
     optimizer = torch.optim.Adam(net.parameters(), lr=float(params["lr"]))

@@ -1,5 +1,4 @@
-"""Training throughput of one study A score model, plain versus optimised, in the same run
-(issue 7, item 3).
+"""Training throughput of one study A score model, plain versus optimised, in the same run.
 
 plain:     fp32, eager, contiguous (NCHW) tensors, batches from a torch DataLoader over the
            numpy images (collated on the host each step, copied to the device).
@@ -24,9 +23,9 @@ import torch
 import yaml
 
 from kneesynth import compute as compute_lib
-from kneesynth import study_a
 from kneesynth.score.losses import dsm_loss
 from kneesynth.score.sde import VESDE
+from kneesynth.study_a.train import build_network
 
 
 def parse_args():
@@ -63,7 +62,7 @@ class PairDataset(torch.utils.data.Dataset):
 
 def run(label, params, drr, mask, batch, steps, warmup, device, options):
     size = drr.shape[-1]
-    net = study_a.build_network("ctm", params["network"], size, seed=0).to(device)
+    net = build_network("ctm", params["network"], size, seed=0).to(device)
     if options["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     forward = net

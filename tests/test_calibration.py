@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from kneesynth.realism import cross_fitted_test
+from kneesynth.checks.realism import cross_fitted_test
 from kneesynth.stats import Statistic, clustered_mcnemar, difference_test
 
 ALPHA = 0.05

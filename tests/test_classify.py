@@ -11,9 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth import classify
+from kneesynth.data.images import read_radiograph
+from kneesynth.data.manifest import read_oai_manifest, read_sample_manifest
+from kneesynth.data.splits import SPLITS
 from kneesynth.errors import InputError
-from kneesynth.kl_metrics import read_predictions
+from kneesynth.study_b import classify
+from kneesynth.study_b.kl_metrics import read_predictions
 
 torch.set_num_threads(1)
 
@@ -102,6 +105,21 @@ def test_parse_arm_rejects_unknown_names(name):
 
 
 # ---------------------------------------------------------------------- bad manifests
+def one_image_per_split(splits):
+    """Manifest rows: one KL 2 image of participant p in each of ``splits``."""
+    return [
+        {
+            "image": f"{s}.png",
+            "participant": "p",
+            "side": "L",
+            "visit": 0,
+            "kl_grade": 2,
+            "split": s,
+        }
+        for s in splits
+    ]
+
+
 def write_manifest(path, rows):
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path
@@ -110,45 +128,36 @@ def write_manifest(path, rows):
 def test_manifest_missing_column_names_the_file(tmp_path):
     path = write_manifest(tmp_path / "m.tsv", [{"image": "a.png", "kl_grade": 1, "split": "train"}])
     with pytest.raises(InputError, match=r"m\.tsv: missing column\(s\) participant"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_bad_kl_grade(tmp_path):
-    rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
-        for s in classify.SPLITS
-    ]
+    rows = one_image_per_split(SPLITS)
     rows[1]["kl_grade"] = 7
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: kl_grade must be an integer 0-4; row 3"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_missing_split(tmp_path):
-    rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
-        for s in ("train", "test")
-    ]
+    rows = one_image_per_split(("train", "test"))
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"m\.tsv: no images in split\(s\) val"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_manifest_unknown_split(tmp_path):
-    rows = [
-        {"image": f"{s}.png", "participant": "p", "kl_grade": 2, "split": s}
-        for s in ("train", "val", "test", "dev")
-    ]
+    rows = one_image_per_split(("train", "val", "test", "dev"))
     path = write_manifest(tmp_path / "m.tsv", rows)
     with pytest.raises(InputError, match=r"unknown split\(s\) \['dev'\]"):
-        classify.read_real_manifest(path)
+        read_oai_manifest(path, every_split=True)
 
 
 def test_empty_synthetic_manifest(tmp_path):
     path = tmp_path / "s.tsv"
-    path.write_text("image\tkl_grade\n")
+    path.write_text("image\tkl_grade\tgenerator\n")
     with pytest.raises(InputError, match=r"s\.tsv: synthetic manifest has no images"):
-        classify.read_synthetic_manifest(path)
+        read_sample_manifest(path)
 
 
 def test_missing_image_names_the_image(dataset, tmp_path):
@@ -163,7 +172,7 @@ def test_unreadable_image(tmp_path):
     path = tmp_path / "bad.png"
     path.write_text("not a png")
     with pytest.raises(InputError, match=r"bad\.png: cannot read image"):
-        classify.load_image(path, 16)
+        read_radiograph(path, 16)
 
 
 # ------------------------------------------------------------------------------ images
@@ -171,12 +180,12 @@ def test_load_image_8_and_16_bit_and_resize(tmp_path):
     rng = np.random.default_rng(0)
     knee_png(tmp_path / "a.png", 0, np.random.default_rng(1), size=16, bits=8)
     knee_png(tmp_path / "b.png", 0, np.random.default_rng(1), size=16, bits=16)
-    a = classify.load_image(tmp_path / "a.png", 16)
-    b = classify.load_image(tmp_path / "b.png", 16)
+    a = read_radiograph(tmp_path / "a.png", 16)
+    b = read_radiograph(tmp_path / "b.png", 16)
     assert a.shape == b.shape == (16, 16) and a.dtype == np.float32
     assert 0 <= a.min() and a.max() <= 1
     np.testing.assert_allclose(a, b, atol=1 / 255)
-    assert classify.load_image(tmp_path / "a.png", 8).shape == (8, 8)
+    assert read_radiograph(tmp_path / "a.png", 8).shape == (8, 8)
     del rng
 
 
@@ -336,7 +345,7 @@ def test_training_resumes_after_a_kill_with_identical_predictions(dataset, tmp_p
         import logging, sys, torch
         logging.basicConfig(level=logging.INFO)
         torch.set_num_threads(1)
-        from kneesynth import classify
+        from kneesynth.study_b import classify
         settings = {SETTINGS!r}
         data = classify.load_arm_data("real", {str(dataset["real"])!r}, {{}}, 16)
         trained = classify.train_classifier(data, "kl5", 0, settings, sys.argv[1])

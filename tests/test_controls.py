@@ -8,21 +8,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.controls import (
-    CONTROLS,
-    checks_failing_controls,
-    controls_table,
+from kneesynth.checks.controls import (
     radial_average,
     spectrum_noise,
     study_a_controls,
-    study_a_model_condition,
     study_b_controls,
 )
+from kneesynth.checks.controls_table import checks_failing_controls, controls_table
+from kneesynth.checks.settings import CONTROLS, study_a_model_condition
+from kneesynth.data.images import read_radiograph
+from kneesynth.data.manifest import read_sample_manifest
 from kneesynth.errors import InputError
-from kneesynth.fid import fid_rows
-from kneesynth.images import read_radiograph
-from kneesynth.io import load_npz, save_npz
-from kneesynth.synthetic import evaluation_counts, read_sample_manifest
+from kneesynth.io import load_npz
+from kneesynth.study_b.fid import fid_rows
+from kneesynth.study_b.synthetic import evaluation_counts
 
 SIZE = 16
 CHECKS = {
@@ -92,32 +91,22 @@ def test_evaluation_counts_follow_the_reference_mix_and_fit_every_pool():
     assert evaluation_counts(reference) == reference  # no pools, no cap: the reference itself
 
 
-def tiny_oai(folder, per_grade=(6, 4, 6, 3, 3)):
-    rows = []
-    rng = np.random.default_rng(3)
-    for split in ("train", "val", "test"):
-        for grade, count in enumerate(per_grade):
-            for i in range(count):
-                image = (knee(rng, 32) * 255).astype(np.uint8)
-                path = folder / "oai" / split / str(grade) / f"{split}_{grade}_{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image).save(path)
-                rows.append(
-                    {
-                        "image": str(path),
-                        "participant": f"{split}{grade}{i}",
-                        "side": "R",
-                        "visit": "V00",
-                        "kl_grade": grade,
-                        "split": split,
-                    }
-                )
-    manifest = folder / "manifest.tsv"
-    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
-    return manifest
+@pytest.fixture
+def tiny_oai(tiny_oai):
+    """The shared tiny OAI set with toy knees (32 x 32) from :func:`knee`."""
+
+    def write(folder, per_grade=(6, 4, 6, 3, 3)):
+        return tiny_oai(
+            folder,
+            lambda rng, grade: (knee(rng, 32) * 255).astype(np.uint8),
+            per_grade=per_grade,
+            seed=3,
+        )
+
+    return write
 
 
-def test_study_b_controls_match_the_generators_sets(tmp_path):
+def test_study_b_controls_match_the_generators_sets(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     out = {c: tmp_path / "evaluation" / c for c in CONTROLS}
     study_b_controls(manifest, CHECKS, SIZE, out, seed=5)
@@ -130,7 +119,7 @@ def test_study_b_controls_match_the_generators_sets(tmp_path):
     assert {split_of[s] for s in frames["control_copy"]["source"]} == {"train"}
     assert {split_of[s] for s in frames["control_holdout"]["source"]} == {"val"}
     # a copy is the real image, read at the generators' size like every real image (the one
-    # radiograph reader, kneesynth.images), written as 8-bit
+    # radiograph reader, kneesynth.data.images), written as 8-bit
     row = frames["control_copy"].iloc[0]
     with Image.open(row["image"]) as copy:
         assert copy.size == (SIZE, SIZE)
@@ -146,25 +135,22 @@ def test_study_b_controls_match_the_generators_sets(tmp_path):
             assert a.read_bytes() == b.read_bytes()
 
 
-def test_control_holdout_must_not_be_the_metrics_own_images(tmp_path):
+def test_control_holdout_must_not_be_the_metrics_own_images(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     bad = {**CHECKS, "controls": {**CHECKS["controls"], "holdout_split": "test"}}
     with pytest.raises(InputError, match="holdout_split must differ"):
         study_b_controls(manifest, bad, SIZE, {"control_copy": tmp_path / "c"}, seed=5)
 
 
-def test_study_a_controls_are_sample_files(tmp_path):
+def test_study_a_controls_are_sample_files(study_a_dataset, tmp_path):
     rng = np.random.default_rng(0)
     split = np.array(["train"] * 8 + ["val"] * 4 + ["test"] * 4)
-    dataset = tmp_path / "dataset.npz"
-    save_npz(
-        dataset,
-        drr=rng.random((16, 8, 8)).astype(np.float32),
-        contour=np.zeros((16, 8, 8), np.float32),
-        bone=np.zeros((16, 8, 8), np.float32),
+    dataset = study_a_dataset(
+        tmp_path / "dataset.npz",
+        rng.random((16, 8, 8)).astype(np.float32),
+        split=split,
         volume=np.repeat(["a", "b", "c", "d"], 4),
         view=np.tile(np.arange(4), 4),
-        split=split,
     )
     outputs = {c: tmp_path / f"{c}.npz" for c in CONTROLS}
     study_a_controls(dataset, CHECKS, outputs, seed=1)

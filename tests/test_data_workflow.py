@@ -1,6 +1,6 @@
 """The data stage on real-data folders, run by Snakemake: one ingest job per CT volume and one
 crop job per raw OAI visit folder, so that with --keep-going one run names every bad input and
-keeps every good output (issue 12, finding 5)."""
+keeps every good output."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kneesynth import drr
 from kneesynth.errors import InputError
+from kneesynth.projection import drr, fan_beam
 
 MU_WATER = 0.02
 # A small geometry: 40 x 40 detector of 4 mm pixels, magnification 1.5.
@@ -176,7 +176,7 @@ def test_cpu_path_never_touches_astra_3d(monkeypatch, caplog):
         monkeypatch.setattr(astra, name, forbidden)
     monkeypatch.setattr(astra.data3d, "create", forbidden)
     monkeypatch.setattr(drr, "_project_cuda", forbidden)
-    with caplog.at_level(logging.INFO, logger="kneesynth.drr"):
+    with caplog.at_level(logging.INFO, logger="kneesynth.projection.drr"):
         result = drr.project_ct(water_cylinder(), (SPACING,) * 3, {**CONFIG, "backend": "auto"})
     assert result.projector == "cpu"
     assert "projector: astra CPU fan beam (sparse system matrix)" in caplog.text
@@ -192,8 +192,8 @@ def test_gpu_path_chosen_when_astra_has_cuda(monkeypatch, caplog):
         return np.full(shape, 0.5, np.float32), np.zeros(shape, np.float32)
 
     monkeypatch.setattr(drr, "_project_cuda", fake_cuda)
-    monkeypatch.setattr(drr, "_project_cpu", lambda *a: pytest.fail("CPU path taken with CUDA"))
-    with caplog.at_level(logging.INFO, logger="kneesynth.drr"):
+    monkeypatch.setattr(drr, "project_fan_beam", lambda *a: pytest.fail("CPU path taken with CUDA"))
+    with caplog.at_level(logging.INFO, logger="kneesynth.projection.drr"):
         result = drr.project_ct(water_cylinder(), (SPACING,) * 3, {**CONFIG, "backend": "auto"})
     assert result.projector == "cuda" and calls == [(SIZE, SIZE, SIZE)]
     assert "projector: astra FP3D_CUDA cone beam" in caplog.text
@@ -217,17 +217,17 @@ def test_cone_vectors_match_astra_cone_geometry_with_rows_downwards():
 
 def test_system_matrix_is_cached_and_float32_csr():
     settings = drr.ProjectionSettings.from_config(CONFIG)
-    first = drr.fan_beam_system_matrix(settings, 16, 16, 8.0, 8.0)
+    first = fan_beam.fan_beam_system_matrix(settings, 16, 16, 8.0, 8.0)
     assert first.format == "csr" and first.dtype == np.float32
     assert first.shape == (12 * 40, 16 * 16)
-    assert drr.fan_beam_system_matrix(settings, 16, 16, 8.0, 8.0) is first
-    assert drr.fan_beam_system_matrix(settings, 16, 16, 4.0, 4.0) is not first
+    assert fan_beam.fan_beam_system_matrix(settings, 16, 16, 8.0, 8.0) is first
+    assert fan_beam.fan_beam_system_matrix(settings, 16, 16, 4.0, 4.0) is not first
 
 
 def test_projection_is_deterministic():
     hu = water_cylinder()
     first = drr.project_ct(hu, (SPACING,) * 3, CONFIG)
-    drr._SYSTEM_MATRIX_CACHE.clear()
+    fan_beam._SYSTEM_MATRIX_CACHE.clear()
     second = drr.project_ct(hu, (SPACING,) * 3, CONFIG)
     np.testing.assert_array_equal(first.drr, second.drr)
     np.testing.assert_array_equal(first.bone_projection, second.bone_projection)
@@ -324,7 +324,7 @@ def test_gpu_path_plumbing_with_a_fake_astra_3d(monkeypatch):
     monkeypatch.setattr(astra.algorithm, "create", algorithm_create)
     monkeypatch.setattr(astra.algorithm, "run", algorithm_run)
     monkeypatch.setattr(astra.algorithm, "delete", lambda algorithm_id: None)
-    monkeypatch.setattr(drr, "_project_cpu", lambda *a: pytest.fail("CPU path taken with CUDA"))
+    monkeypatch.setattr(drr, "project_fan_beam", lambda *a: pytest.fail("CPU path taken with CUDA"))
 
     hu = np.full((8, 6, 4), -1000.0, np.float32)  # air: mu = 0
     hu[0, 0, 0] = 1000.0  # one bone voxel: mu = 2 mu_water

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import scipy.linalg
 import torch
-from PIL import Image
 
 from kneesynth.errors import InputError
-from kneesynth.fid import (
+from kneesynth.study_b.fid import (
     classifier_extractor,
     fid_rows,
     fid_table,
@@ -169,31 +168,16 @@ def test_inception_option_needs_torchscript(tmp_path):
     assert name == "inception_v3_pool"
 
 
-def tiny_oai(folder):
-    rng = np.random.default_rng(2)
-    rows = []
-    for split in ("train", "val", "test"):
-        for grade in range(5):
-            for i in range(3):
-                image = np.clip(rng.normal(40 * grade + 20, 10, (SIZE, SIZE)), 0, 255).astype(
-                    np.uint8
-                )
-                path = folder / split / f"{grade}_{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image).save(path)
-                rows.append(
-                    {
-                        "image": str(path),
-                        "participant": f"p{i}",
-                        "side": "R",
-                        "visit": "V00",
-                        "kl_grade": grade,
-                        "split": split,
-                    }
-                )
-    manifest = folder / "manifest.tsv"
-    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
-    return manifest
+@pytest.fixture
+def tiny_oai(tiny_oai):
+    """The shared tiny OAI set, grey levels rising with the KL grade."""
+
+    def draw(rng, grade):
+        return np.clip(rng.normal(40 * grade + 20, 10, (SIZE, SIZE)), 0, 255).astype(np.uint8)
+
+    return lambda folder: tiny_oai(
+        folder, draw, seed=2, path="{split}/{grade}_{i}.png", participant="p{i}"
+    )
 
 
 FID_CONFIG = {
@@ -211,7 +195,7 @@ FID_CONFIG = {
 }
 
 
-def test_feature_net_and_fid_table(tmp_path):
+def test_feature_net_and_fid_table(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     weights = tmp_path / "fid_features.pt"
     train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / "state", 3)
@@ -234,7 +218,7 @@ def test_feature_net_and_fid_table(tmp_path):
     assert (table.loc[table["condition"] != "overall", "n_synthetic"] == 3).all()
 
 
-def test_rotation_task_feature_net(tmp_path):
+def test_rotation_task_feature_net(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     weights = tmp_path / "fid_features.pt"
     config = {**FID_CONFIG, "classifier": {**FID_CONFIG["classifier"], "rotation": True}}
@@ -246,7 +230,7 @@ def test_rotation_task_feature_net(tmp_path):
     assert extract(np.zeros((2, SIZE, SIZE), np.uint8)).shape == (2, 10)
 
 
-def test_feature_net_training_honours_the_compute_switches_deterministically(tmp_path):
+def test_feature_net_training_honours_the_compute_switches_deterministically(tiny_oai, tmp_path):
     """bf16 autocast and channels_last (as study A): same weights twice on CPU, other numbers
     than fp32, channels-last convolution weights."""
     from kneesynth.training import load_weights
@@ -267,7 +251,7 @@ def test_feature_net_training_honours_the_compute_switches_deterministically(tmp
     assert all(first[k].is_contiguous(memory_format=torch.channels_last) for k in convolutions)
 
 
-def test_fid_table_rejects_inception_without_weights(tmp_path):
+def test_fid_table_rejects_inception_without_weights(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     weights = tmp_path / "fid_features.pt"
     train_feature_net(manifest, FID_CONFIG, SIZE, weights, tmp_path / "state", 3)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import gpu_check  # noqa: E402  (bench/ is not a package)
 
-from kneesynth.drr import DrrResult  # noqa: E402
+from kneesynth.projection.drr import DrrResult  # noqa: E402
 
 
 def run_check(*args: str, timeout: int = 900) -> str:

@@ -17,17 +17,19 @@ import pydicom
 import pytest
 from PIL import Image
 
-from kneesynth.classify import load_image_set, read_real_manifest
-from kneesynth.errors import InputError
-from kneesynth.images import (
+from kneesynth.data.images import (
+    ImageFiles,
     dicom_knee_crops,
     dicom_pixel_array,
     grey_radiograph,
+    load_images,
     pixel_spacing_mm,
     read_radiograph,
 )
-from kneesynth.memorization import ImageFiles
-from kneesynth.oai_generators import load_images, to_model_range
+from kneesynth.data.manifest import read_oai_manifest
+from kneesynth.errors import InputError
+from kneesynth.study_b.classify import load_image_set
+from kneesynth.study_b.ddpm import to_model_range
 
 
 def knee_like(size=48, seed=0) -> np.ndarray:
@@ -55,11 +57,11 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
     image = knee_like(48)
     eight, sixteen = write_8_and_16_bit(tmp_path, image)
 
-    # study B generators and FID (oai_generators.load_images -> model range)
+    # study B generators and FID (load_images -> model range)
     generator = [to_model_range(load_images([p], size)) for p in (eight, sixteen)]
     assert generator[0].dtype == generator[1].dtype
     assert np.array_equal(generator[0].numpy(), generator[1].numpy())
-    # memorisation, realism and the reader kit (memorization.ImageFiles)
+    # memorisation, realism and the reader kit (ImageFiles)
     files = ImageFiles([eight, sixteen], size=(size, size))[0:2]
     assert np.array_equal(files[0], files[1])
     # KL classifiers (classify.load_image_set from a manifest)
@@ -68,15 +70,17 @@ def test_every_stage_reads_an_8_and_16_bit_png_as_the_same_tensor(tmp_path, size
         {
             "image": [str(eight), str(sixteen), str(eight)],
             "participant": ["9000001", "9000002", "9000003"],
+            "side": ["L", "L", "L"],
+            "visit": [0, 0, 0],
             "kl_grade": [0, 0, 1],
             "split": ["train", "val", "test"],
         }
     ).to_csv(manifest, sep="\t", index=False)
-    table = read_real_manifest(manifest)
+    table = read_oai_manifest(manifest, every_split=True)
     classifier = load_image_set(table, manifest, size).images
     assert torch_equal(classifier[0], classifier[1])
 
-    # one intensity rule across stages, and nothing saturates (issue 12, finding 8)
+    # one intensity rule across stages, and nothing saturates
     assert np.array_equal(classifier[0, 0].numpy(), files[0])
     expected = read_radiograph(eight, size)
     assert np.allclose(generator[1][0, 0].numpy(), np.rint(expected * 255) / 127.5 - 1, atol=1e-6)
@@ -111,7 +115,7 @@ def test_truncated_or_fake_png_is_one_line_naming_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# DICOM: transfer syntaxes (issue 12, finding 4)
+# DICOM: transfer syntaxes
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("compressed", "uncompressed"),
@@ -158,7 +162,7 @@ def test_missing_decoder_names_the_optional_extra(pydicom_file):
         import pydicom
         from pydicom.data import get_testdata_file
         from kneesynth.errors import InputError
-        from kneesynth.images import dicom_pixel_array
+        from kneesynth.data.images import dicom_pixel_array
         path = get_testdata_file(sys.argv[1])
         try:
             dicom_pixel_array(pydicom.dcmread(path), "scan.dcm")
@@ -184,7 +188,7 @@ def test_truncated_pixel_data_is_one_line_naming_the_file(pydicom_file):
 
 
 # --------------------------------------------------------------------------------------------
-# DICOM radiographs: MONOCHROME1, spacing in mm (issue 12, finding 2)
+# DICOM radiographs: MONOCHROME1, spacing in mm
 # --------------------------------------------------------------------------------------------
 def test_monochrome1_is_inverted_so_bone_is_bright(pydicom_file):
     dataset = pydicom.dcmread(pydicom_file("RG3_UNCR.dcm"))  # CR, MONOCHROME1, 10-bit

@@ -7,15 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from kneesynth.data.ct_volumes import check_dicom_series, read_volume
+from kneesynth.data.ingest import ingest_volume, list_volumes, read_standardised, volume_names
 from kneesynth.errors import InputError
-from kneesynth.ingest import (
-    check_dicom_series,
-    ingest_volume,
-    list_volumes,
-    read_standardised,
-    read_volume,
-    volume_names,
-)
 
 INGEST_CFG = {
     "spacing_mm": [4.0, 4.0, 4.0],
@@ -217,7 +211,7 @@ def test_volume_without_a_leg_is_an_error(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Real data as it comes (issue 12): what an input is, geometry, refusals that name the file.
+# Real data as it comes: what an input is, geometry, refusals that name the file.
 # --------------------------------------------------------------------------------------------
 BONE_CENTRE_MM = np.array([6.0, -4.0, 30.0])  # LPS
 BONE_RADIUS_MM = 9.0

@@ -1,5 +1,5 @@
 """Results files: modes that follow the umask, and one line naming the path when a write fails
-(full disk, read-only or unwritable folder) (issue 12, findings 10 and 11)."""
+(full disk, read-only or unwritable folder)."""
 
 from __future__ import annotations
 

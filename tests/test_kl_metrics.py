@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kneesynth import kl_metrics
+from kneesynth.study_b import kl_figures, kl_metrics
 
 TARGET = [0, 0, 1, 2, 3, 4, 4]
 PREDICTION = [0, 1, 1, 2, 4, 4, 0]
@@ -202,8 +202,8 @@ def test_figures_are_written(tmp_path):
     predictions = make_predictions()
     per_seed = kl_metrics.metrics_per_seed(predictions)
     table = kl_metrics.kl_classification_table(per_seed, kl_metrics.accuracy_intervals(predictions))
-    kl_metrics.plot_confusion_matrices(kl_metrics.pooled_confusion(predictions), tmp_path / "c.png")
-    kl_metrics.plot_accuracy(table, per_seed, tmp_path / "a.png")
+    kl_figures.plot_confusion_matrices(kl_metrics.pooled_confusion(predictions), tmp_path / "c.png")
+    kl_figures.plot_accuracy(table, per_seed, tmp_path / "a.png")
     for name in ("c.png", "a.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "c.png"]  # no temp files left

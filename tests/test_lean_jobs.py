@@ -1,4 +1,4 @@
-"""Table, figure, stats and scorecard jobs import neither torch, diffusers nor MONAI (issue 15):
+"""Table, figure, stats and scorecard jobs import neither torch, diffusers nor MONAI:
 those imports cost seconds of CPU per job, more than such a job's work.
 
 Each script runs in a fresh interpreter with a stand-in for Snakemake's object, up to its first
@@ -85,14 +85,16 @@ STUDY_A_TABLES = textwrap.dedent(
 
     import numpy as np
 
-    from kneesynth import study_a
     from kneesynth.io import save_npz
+    from kneesynth.study_a.evaluate import evaluate_samples, paired_tests, table1
+    from kneesynth.study_a.figures import figure3
+    from kneesynth.study_a.settings import CONDITIONS, MODELS
 
     folder = Path(sys.argv[1])
     rng = np.random.default_rng(0)
     samples = []
-    for model in study_a.MODELS:
-        for condition in study_a.CONDITIONS:
+    for model in MODELS:
+        for condition in CONDITIONS:
             target = rng.random((4, 8, 8), dtype=np.float32)
             path = folder / f"{model}_{condition}.npz"
             save_npz(
@@ -108,10 +110,10 @@ STUDY_A_TABLES = textwrap.dedent(
                 sampler=np.array("unet"),
             )
             samples.append(path)
-    study_a.evaluate_samples(samples, folder / "metrics.tsv")
-    study_a.table1(folder / "metrics.tsv", folder / "table1.tsv")
-    study_a.paired_tests(folder / "metrics.tsv", folder / "paired.tsv")
-    study_a.figure3(samples, folder / "fig3.png", folder / "fig3.pdf")
+    evaluate_samples(samples, folder / "metrics.tsv")
+    table1(folder / "metrics.tsv", folder / "table1.tsv")
+    paired_tests(folder / "metrics.tsv", folder / "paired.tsv")
+    figure3(samples, folder / "fig3.png", folder / "fig3.pdf")
     assert (folder / "fig3.png").exists() and (folder / "paired.tsv").exists()
     print(json.dumps([m for m in sys.argv[2:] if m in sys.modules]))
     """

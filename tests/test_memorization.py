@@ -7,18 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth.errors import InputError
-from kneesynth.memorization import (
-    ImageFiles,
+from kneesynth.checks.memorization import (
     block_sizes,
     max_correlation,
     max_correlation_brute_force,
     memorization_check,
     normalise_rows,
     pca_features,
-    read_grayscale,
     top_pairs,
 )
+from kneesynth.data.images import ImageFiles, read_radiograph
+from kneesynth.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -127,7 +126,7 @@ def test_unreadable_image_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_text("not a png")
     with pytest.raises(InputError, match="broken.png"):
-        read_grayscale(bad)
+        read_radiograph(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,27 +154,24 @@ SETTINGS = {
 }
 
 
-def test_study_a_driver_flags_a_planted_copy(tmp_path):
-    from kneesynth.io import save_npz
-    from kneesynth.memorization import (
+def test_study_a_driver_flags_a_planted_copy(study_a_dataset, tmp_path):
+    from kneesynth.checks.memorization_report import (
         load_top_pairs,
         plot_top_pairs,
         save_top_pairs,
         study_a_memorization,
     )
+    from kneesynth.io import save_npz
 
     drr = blobs(30, 16, seed=11)
     split = np.array(["train"] * 20 + ["test"] * 10)
-    dataset = tmp_path / "dataset.npz"
     zeros = np.zeros_like(drr)
-    save_npz(
-        dataset,
-        drr=drr,
-        contour=zeros,
-        bone=zeros,
-        volume=np.array([f"v{i // 5}" for i in range(30)]),
-        view=np.arange(30) % 5,
+    dataset = study_a_dataset(
+        tmp_path / "dataset.npz",
+        drr,
         split=split,
+        volume=[f"v{i // 5}" for i in range(30)],
+        view=np.arange(30) % 5,
     )
     generated = blobs(6, 16, seed=12)
     generated[2] = drr[7]  # a copy of training image 7 (volume v1, view 2)
@@ -220,8 +216,8 @@ def test_study_a_driver_flags_a_planted_copy(tmp_path):
 def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
     import pandas as pd
 
-    from kneesynth.fid import build_feature_net
-    from kneesynth.memorization import study_b_memorization
+    from kneesynth.checks.memorization_report import study_b_memorization
+    from kneesynth.study_b.fid import build_feature_net
     from kneesynth.training import save_weights
 
     real = blobs(40, 16, seed=21)
@@ -272,19 +268,19 @@ def test_study_b_driver_uses_fid_features_and_flags_a_planted_copy(tmp_path):
         ({"generated": np.zeros((2, 8, 8))}, "generated images are"),
     ],
 )
-def test_bad_study_a_sample_names_the_file(tmp_path, arrays, problem):
+def test_bad_study_a_sample_names_the_file(study_a_dataset, tmp_path, arrays, problem):
+    from kneesynth.checks.memorization_report import study_a_memorization
     from kneesynth.io import save_npz
-    from kneesynth.memorization import study_a_memorization
 
     drr = blobs(8, 16, seed=0)
-    save_npz(
+    study_a_dataset(
         tmp_path / "dataset.npz",
-        drr=drr,
+        drr,
+        split=["train"] * 5 + ["test"] * 3,
+        volume=["v"] * 8,
+        view=np.arange(8),
         contour=drr,
         bone=drr,
-        volume=np.array(["v"] * 8),
-        view=np.arange(8),
-        split=np.array(["train"] * 5 + ["test"] * 3),
     )
     save_npz(tmp_path / "ctm_contour.npz", **arrays)
     with pytest.raises(InputError, match=f"ctm_contour.npz: {problem}"):

@@ -7,18 +7,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.errors import InputError
-from kneesynth.oai import (
+from kneesynth.data.oai import ingest_oai, parse_image_id, read_chen_layout
+from kneesynth.data.oai_raw import (
     build_raw_manifest,
     crop_oai_batch,
-    ingest_oai,
     oai_batches,
-    parse_image_id,
-    read_chen_layout,
     read_kl_table,
     read_kl_tables,
     series_matches,
 )
+from kneesynth.errors import InputError
 
 INGEST_CFG = {
     "oai_image_size": 32,
@@ -327,7 +325,7 @@ def test_raw_oai_ingest_writes_everything(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Raw OAI as it comes (issue 12): what a file is, series names, spacing, batches
+# Raw OAI as it comes: what a file is, series names, spacing, batches
 # --------------------------------------------------------------------------------------------
 def place(pydicom_file, name, folder, **changes):
     """Copy one of pydicom's real test files into a raw OAI folder, changing some attributes."""

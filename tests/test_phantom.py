@@ -6,21 +6,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kneesynth import phantom
-from kneesynth.phantom import (
+from kneesynth.data import phantom_oai
+from kneesynth.data.phantom import (
     OA_ANCHORS,
     draw_anatomy,
     kl_grade_from_severity,
     knee_tissues,
     oa_features,
-    phantom_radiographs,
+)
+from kneesynth.data.phantom_ct import (
     phantom_volume_names,
     phantom_volumes,
     render_ct,
-    render_radiograph,
     write_phantom_ct,
-    write_phantom_oai,
 )
+from kneesynth.data.phantom_oai import phantom_radiographs, render_radiograph, write_phantom_oai
 
 CT_CFG = {
     "volumes": 3,
@@ -159,7 +159,7 @@ def test_radiograph_specs_two_knees_visits_one_split_per_participant():
 
 
 def test_cover_grades_puts_every_grade_in_every_split():
-    from kneesynth.phantom import cover_grades
+    from kneesynth.data.phantom_oai import cover_grades
 
     config = {**OAI_CFG, "participants": 20, "visits": 2}
     plain = phantom_radiographs(config, 0, [2, 1, 1])
@@ -206,7 +206,7 @@ def test_a_classifier_can_learn_the_grade_from_radiographs():
 
 
 def test_write_phantom_oai_is_a_chen_layout_that_oai_reads(tmp_path):
-    from kneesynth.oai import read_chen_layout
+    from kneesynth.data.oai import read_chen_layout
 
     radiographs = write_phantom_oai(OAI_CFG, 0, FRACTIONS, tmp_path / "oai")
     root = tmp_path / "oai"
@@ -234,7 +234,7 @@ def test_write_phantom_oai_leaves_nothing_on_failure(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("renderer failed")
 
-    monkeypatch.setattr(phantom, "render_radiograph", broken)
+    monkeypatch.setattr(phantom_oai, "render_radiograph", broken)
     with pytest.raises(RuntimeError):
         write_phantom_oai(OAI_CFG, 0, FRACTIONS, tmp_path / "oai")
     assert list(tmp_path.iterdir()) == []

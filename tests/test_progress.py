@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kneesynth.progress import ProgressLog, format_duration, format_rate
-from kneesynth.synthetic import sample_plan, write_synthetic_set
+from kneesynth.study_b.synthetic import sample_plan, write_synthetic_set
 from kneesynth.training import ResumableTrainer, job_name
 
 
@@ -85,9 +85,9 @@ def test_training_lines_name_the_model_and_condition(tmp_path, caplog):
 
 
 def test_study_a_sampling_lines_count_network_evaluations(caplog):
-    from kneesynth import study_a
     from kneesynth.score.sampling import get_sampler
     from kneesynth.score.sde import VESDE
+    from kneesynth.study_a.sample import generate
 
     class Score(torch.nn.Module):
         def forward(self, x, sigma, condition=None):
@@ -96,8 +96,8 @@ def test_study_a_sampling_lines_count_network_evaluations(caplog):
     params = {"sigma_min": 0.01, "sigma_max": 10.0, "sample_batch_size": 4, "t0": 0.4}
     sampler = get_sampler("heun", VESDE(0.01, 10.0), steps=5)  # 9 evaluations per batch
     masks = torch.zeros(8, 1, 4, 4)
-    with caplog.at_level(logging.INFO, logger="kneesynth.study_a"):
-        study_a.generate("ctm", Score(), masks, params, 1, sampler, name="sampling ctm/contour")
+    with caplog.at_level(logging.INFO, logger="kneesynth.study_a.sample"):
+        generate("ctm", Score(), masks, params, 1, sampler, name="sampling ctm/contour")
     lines = [r.getMessage() for r in caplog.records]
     assert lines[-1].startswith("sampling ctm/contour: evaluation 18/18 (100%)")
     assert all(line.startswith("sampling ctm/contour: evaluation ") for line in lines)
@@ -110,7 +110,7 @@ def test_study_b_set_appears_in_one_step(tmp_path, monkeypatch):
     out.mkdir(parents=True)  # Snakemake makes the output's folder before the job
     (tmp_path / "samples" / ".wgan.killed").mkdir()  # a killed run's staging folder
 
-    import kneesynth.synthetic as synthetic
+    import kneesynth.study_b.synthetic as synthetic
 
     calls = []
     real_write_dicom = synthetic.write_dicom

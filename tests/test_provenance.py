@@ -1,4 +1,4 @@
-from kneesynth.provenance import config_hash, provenance_rows
+from kneesynth.report.provenance import config_hash, provenance_rows
 
 
 def test_config_hash_ignores_key_order_but_not_values():

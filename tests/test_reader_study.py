@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kneesynth.errors import InputError
-from kneesynth.reader_study import (
+from kneesynth.checks.reader_study import (
     list_responses,
     make_reader_kit,
     parse_response_name,
@@ -19,6 +18,7 @@ from kneesynth.reader_study import (
     read_key,
     score_reader_study,
 )
+from kneesynth.errors import InputError
 
 
 def make_kit(
@@ -176,7 +176,7 @@ def test_bad_sheet_is_one_line_error_naming_the_file(tmp_path, content, problem)
 
 
 def test_study_b_kits_from_manifests(tmp_path):
-    from kneesynth.reader_study import make_study_b_kits
+    from kneesynth.checks.reader_study import make_study_b_kits
 
     rng = np.random.default_rng(0)
     real_paths = []

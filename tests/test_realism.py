@@ -10,7 +10,7 @@ import torch
 from scipy.stats import mannwhitneyu, wilcoxon
 from sklearn.metrics import roc_auc_score
 
-from kneesynth.realism import (
+from kneesynth.checks.realism import (
     _auc,
     _grouped_folds,
     _rank_sum_test,
@@ -59,7 +59,7 @@ def test_exact_signed_rank_matches_scipy():
 
 
 def test_auc_bound_interval_is_the_wilson_interval_of_the_smaller_class():
-    from kneesynth.realism import auc_bound_interval
+    from kneesynth.checks.realism import auc_bound_interval
 
     low, high = auc_bound_interval(1.0, 8)
     assert high == 1.0 and low == pytest.approx(8 / (8 + 1.959964**2), rel=1e-4)
@@ -161,8 +161,8 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
     import pandas as pd
     from PIL import Image
 
+    from kneesynth.checks.realism_report import study_a_realism, study_b_realism
     from kneesynth.io import save_npz
-    from kneesynth.realism import study_a_realism, study_b_realism
 
     save_npz(
         tmp_path / "ctm_contour.npz",
@@ -209,9 +209,9 @@ def test_study_drivers_write_one_row_per_number(tmp_path):
 
 
 def test_sample_without_targets_names_the_file(tmp_path):
+    from kneesynth.checks.realism_report import study_a_realism
     from kneesynth.errors import InputError
     from kneesynth.io import save_npz
-    from kneesynth.realism import study_a_realism
 
     save_npz(tmp_path / "csm_contour.npz", generated=textures(4, 16, 0.1, seed=0))
     with pytest.raises(InputError, match="csm_contour.npz: no 'target' array"):
@@ -219,9 +219,9 @@ def test_sample_without_targets_names_the_file(tmp_path):
 
 
 def test_too_few_images_for_the_folds_names_the_file(tmp_path):
+    from kneesynth.checks.realism_report import study_a_realism
     from kneesynth.errors import InputError
     from kneesynth.io import save_npz
-    from kneesynth.realism import study_a_realism
 
     save_npz(
         tmp_path / "ctm_contour.npz",

@@ -146,7 +146,7 @@ def test_sdedit_stays_near_the_start_image():
     assert not math.isclose(float((x - y).abs().mean()), 0.0)
 
 
-# --- EDM Heun against the exact probability-flow ODE (issue 7) -------------------------------
+# --- EDM Heun against the exact probability-flow ODE -------------------------------
 
 
 def exact_ode_solution(x_start, mean, sigma_start):
@@ -225,7 +225,7 @@ class GaussianScoreNet(torch.nn.Module):
 @pytest.mark.parametrize("name", ["heun", "heun_churn"])
 def test_ctm_generation_follows_each_images_mask(name):
     """study_a.generate (CTM) with a mask-dependent score: every image follows its own mask."""
-    from kneesynth import study_a
+    from kneesynth.study_a.sample import generate
 
     params = {"sigma_min": 0.01, "sigma_max": 10.0, "sample_batch_size": 8, "t0": 0.4}
     sde = VESDE(0.01, 10.0)
@@ -233,7 +233,7 @@ def test_ctm_generation_follows_each_images_mask(name):
     masks[::2, :, :4] = 1.0  # even images: upper half 1; odd images: lower half 1
     masks[1::2, :, 4:] = 1.0
     sampler = get_sampler(name, sde, steps=18)
-    images, evaluations = study_a.generate("ctm", GaussianScoreNet(), masks, params, 5, sampler)
+    images, evaluations = generate("ctm", GaussianScoreNet(), masks, params, 5, sampler)
     assert evaluations == 35
     shrink = 1 - STD / math.sqrt(STD**2 + 10.0**2)  # x_T has mean 0: the ODE keeps a bit of it
     inside = images[masks == 1].mean() - images[masks == 0].mean()

@@ -8,9 +8,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from kneesynth import scorecard
-from kneesynth.scorecard import PAPER_TABLE1, SETTINGS, build_scorecard
+from kneesynth.report.scorecard import (
+    SETTINGS,
+    _lookup,
+    build_scorecard,
+    headline,
+    headline_text,
+    write_scorecard_html,
+)
+from kneesynth.report.verdicts import ALPHA, VERDICTS, _same, value_in_interval
 from kneesynth.stats import Statistic
+from kneesynth.study_a.settings import PAPER_TABLE1
 
 
 def _write(path, rows):
@@ -245,7 +253,7 @@ def test_the_papers_unet_values_do_not_pass_as_ctms(tmp_path):
 
 
 def test_a_ci_that_holds_a_rival_value_is_inconclusive():
-    verdict = scorecard.value_in_interval(0.0193, 0.02, (0.015, 0.025), {"U-Net 0.0209": 0.0209})
+    verdict = value_in_interval(0.0193, 0.02, (0.015, 0.025), {"U-Net 0.0209": 0.0209})
     assert verdict.reproduced == "inconclusive" and "U-Net 0.0209" in verdict.why
 
 
@@ -354,7 +362,7 @@ def test_absent_evidence_is_not_run(tmp_path):
     card = build_scorecard(tables(tmp_path), {})
     row = claim(card, "readers spot wgan images as synthetic (detection rate)")
     assert row["reproduced"] == "not run"
-    assert set(card["reproduced"]) <= set(scorecard.VERDICTS)
+    assert set(card["reproduced"]) <= set(VERDICTS)
 
 
 # ------------------------------------------------------------------------------ settings
@@ -390,27 +398,33 @@ def test_the_demo_config_claims_no_setting_it_did_not_run():
     card = build_scorecard({}, demo)
     for item in SETTINGS:
         row = claim(card, item.claim)
-        ours = scorecard._lookup(demo, item.key)
+        ours = _lookup(demo, item.key)
         if row["reproduced"] == "yes":
-            assert scorecard._same(ours, item.paper_value), item
+            assert _same(ours, item.paper_value), item
 
 
 def test_headline_counts_claims_apart_from_settings(tmp_path):
     card = build_scorecard(tables(tmp_path), {"projection": {"n_views": 12}})
-    counts = scorecard.headline(card)
+    counts = headline(card)
     n_settings = int((card["kind"] == "setting").sum())
     assert sum(counts["settings"].values()) == n_settings
     assert sum(counts["claims"].values()) == len(card) - n_settings
-    text = scorecard.headline_text(card)
+    text = headline_text(card)
     assert text.startswith(f"{len(card) - n_settings} claims:")
 
 
 def test_html_scorecard_holds_every_claim_and_the_headline(tmp_path):
     card = build_scorecard(tables(tmp_path), {})
-    scorecard.write_scorecard_html(tmp_path / "scorecard.html", card)
+    write_scorecard_html(tmp_path / "scorecard.html", card)
     page = (tmp_path / "scorecard.html").read_text()
     assert "<th" in page and "reproduced" in page
-    assert scorecard.headline_text(card) in page
+    assert headline_text(card) in page
     for text in card["claim"]:
         escaped = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
         assert escaped.replace("'", "&#39;") in page
+
+
+def test_the_scorecard_judges_at_the_tests_alpha():
+    from kneesynth import stats
+
+    assert ALPHA == stats.ALPHA

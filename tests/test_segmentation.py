@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kneesynth import segmentation
 from kneesynth.errors import InputError
 from kneesynth.io import save_npz
+from kneesynth.projection import segmentation
 
 CONFIG = {"contour_threshold": 0.1, "bone_threshold": 0.02, "figure_volumes": 2, "figure_views": 3}
 

@@ -4,8 +4,7 @@ import logging
 
 import pytest
 
-from kneesynth.errors import InputError
-from kneesynth.splits import (
+from kneesynth.data.splits import (
     assign_splits,
     read_volume_splits,
     split_counts,
@@ -13,6 +12,7 @@ from kneesynth.splits import (
     split_volumes,
     write_volume_splits,
 )
+from kneesynth.errors import InputError
 
 VOLUMES = [f"SMIR.Body.0{20 + i}Y.M.CT.{10000 + i}" for i in range(11)]
 
@@ -55,7 +55,7 @@ def test_split_by_volume_puts_each_volume_in_one_split():
 
 
 def test_image_mode_has_one_row_per_view_and_warns_that_it_leaks(caplog):
-    with caplog.at_level(logging.WARNING, logger="kneesynth.splits"):
+    with caplog.at_level(logging.WARNING, logger="kneesynth.data.splits"):
         frame = split_volumes(VOLUMES, [9, 1, 1], seed=1, mode="image", views=12)
     assert list(frame.columns) == ["volume", "view", "split"]
     assert len(frame) == len(VOLUMES) * 12

@@ -13,9 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from kneesynth import study_a
 from kneesynth.errors import InputError
 from kneesynth.io import load_npz, save_npz
+from kneesynth.study_a.dataset import _read_volume, assemble_dataset
+from kneesynth.study_a.evaluate import evaluate_samples, image_metrics, paired_tests, table1
+from kneesynth.study_a.figures import figure3
+from kneesynth.study_a.sample import sample_test_images
+from kneesynth.study_a.settings import CONDITIONS, MODELS
+from kneesynth.study_a.train import train_model
 
 torch.set_num_threads(1)
 
@@ -90,7 +95,7 @@ def dataset(tmp_path_factory):
         splits, sep="\t", index=False
     )
     output = root / "dataset.npz"
-    counts = study_a.assemble_dataset(drr_paths, seg_paths, splits, output, image_size=16)
+    counts = assemble_dataset(drr_paths, seg_paths, splits, output, image_size=16)
     return {
         "root": root,
         "path": output,
@@ -115,9 +120,7 @@ def test_split_by_view(dataset, tmp_path):
     rows = [(v, view, "train" if view < 2 else "test") for v in volumes for view in range(3)]
     splits = tmp_path / "volumes.tsv"
     pd.DataFrame(rows, columns=["volume", "view", "split"]).to_csv(splits, sep="\t", index=False)
-    counts = study_a.assemble_dataset(
-        dataset["drr"], dataset["seg"], splits, tmp_path / "d.npz", 16
-    )
+    counts = assemble_dataset(dataset["drr"], dataset["seg"], splits, tmp_path / "d.npz", 16)
     assert counts == {"train": 8, "val": 0, "test": 4}
 
 
@@ -126,7 +129,7 @@ def test_bad_inputs_name_the_file(dataset, tmp_path):
     contour, bone = load_npz(dataset["seg"][0])["contour"], load_npz(dataset["seg"][0])["bone"]
     save_npz(bad_seg, contour=contour + 0.2, bone=bone)
     with pytest.raises(InputError, match=f"{bad_seg}: 'contour' must hold only"):
-        study_a.assemble_dataset(
+        assemble_dataset(
             dataset["drr"],
             [bad_seg, *dataset["seg"][1:]],
             dataset["splits"],
@@ -136,13 +139,13 @@ def test_bad_inputs_name_the_file(dataset, tmp_path):
     splits = tmp_path / "bad.tsv"
     splits.write_text("volume\tsplit\nSMIR.Body.30Y.M.CT.0\ttraining\n")
     with pytest.raises(InputError, match="unknown split"):
-        study_a.assemble_dataset(dataset["drr"], dataset["seg"], splits, tmp_path / "x.npz", 16)
+        assemble_dataset(dataset["drr"], dataset["seg"], splits, tmp_path / "x.npz", 16)
     splits.write_text("volume\tsplit\nSMIR.Body.99Y.M.CT.9\ttrain\n")
     with pytest.raises(InputError, match="has no DRR"):
-        study_a.assemble_dataset(dataset["drr"], dataset["seg"], splits, tmp_path / "x.npz", 16)
+        assemble_dataset(dataset["drr"], dataset["seg"], splits, tmp_path / "x.npz", 16)
     save_npz(tmp_path / "drr.npz", drr=np.full((3, 32, 32), 2.0, dtype=np.float32))
     with pytest.raises(InputError, match="in \\[0, 1\\]"):
-        study_a._read_volume(tmp_path / "drr.npz", dataset["seg"][0])
+        _read_volume(tmp_path / "drr.npz", dataset["seg"][0])
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +161,7 @@ def trained(dataset):
     ]:
         name = kind if condition is None else f"{kind}_{condition}"
         models[name] = root / "models" / f"{name}.pt"
-        study_a.train_model(
+        train_model(
             kind, condition, dataset["path"], models[name], root / "state" / name, PARAMS, COMPUTE
         )
     return models
@@ -175,11 +178,11 @@ def test_training_writes_finite_weights(trained):
 
 def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
     samples = []
-    for model in study_a.MODELS:
-        for condition in study_a.CONDITIONS:
+    for model in MODELS:
+        for condition in CONDITIONS:
             weights = trained["csm" if model == "csm" else f"{model}_{condition}"]
             path = tmp_path / f"{model}_{condition}.npz"
-            info = study_a.sample_test_images(
+            info = sample_test_images(
                 model, condition, dataset["path"], weights, path, PARAMS, COMPUTE
             )
             samples.append(path)
@@ -190,16 +193,16 @@ def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
             assert info["evaluations"] == expected
     # same seed, same images
     again = tmp_path / "again" / "ctm_contour.npz"
-    study_a.sample_test_images(
+    sample_test_images(
         "ctm", "contour", dataset["path"], trained["ctm_contour"], again, PARAMS, COMPUTE
     )
     np.testing.assert_array_equal(
         load_npz(again)["generated"], load_npz(tmp_path / "ctm_contour.npz")["generated"]
     )
 
-    metrics = study_a.evaluate_samples(samples, tmp_path / "metrics.tsv")
+    metrics = evaluate_samples(samples, tmp_path / "metrics.tsv")
     assert len(metrics) == 18 and np.isfinite(metrics[["mae", "psnr"]].to_numpy()).all()
-    table = study_a.table1(tmp_path / "metrics.tsv", tmp_path / "table1.tsv")
+    table = table1(tmp_path / "metrics.tsv", tmp_path / "table1.tsv")
     assert len(table) == 12
     assert {
         "study",
@@ -224,7 +227,7 @@ def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
         "csm": 5,
         "ctm": 5,
     }
-    tests = study_a.paired_tests(tmp_path / "metrics.tsv", tmp_path / "paired.tsv")
+    tests = paired_tests(tmp_path / "metrics.tsv", tmp_path / "paired.tsv")
     assert len(tests) == 18
     assert tests["p_value"].isna().all()  # one test volume: no test over volumes
     assert {
@@ -241,7 +244,7 @@ def test_sampling_evaluation_table_tests_figure(dataset, trained, tmp_path):
         "condition",
         "difference",
     } <= set(tests.columns)
-    study_a.figure3(samples, tmp_path / "fig3.png", tmp_path / "fig3.pdf")
+    figure3(samples, tmp_path / "fig3.png", tmp_path / "fig3.pdf")
     assert (tmp_path / "fig3.png").stat().st_size > 1000 and (tmp_path / "fig3.pdf").exists()
 
 
@@ -250,7 +253,7 @@ def test_image_metrics_known_values():
     generated = target.copy()
     generated[0] += 0.1
     generated[1, 0, 0] = 0.5
-    metrics = study_a.image_metrics(generated, target)
+    metrics = image_metrics(generated, target)
     np.testing.assert_allclose(metrics["mae"], [0.1, 0.5 / 16], rtol=1e-5)
     np.testing.assert_allclose(metrics["psnr"], [20.0, 10 * np.log10(16 / 0.25)], rtol=1e-5)
 
@@ -261,7 +264,7 @@ def test_image_metrics_equal_monai_metrics():
     rng = np.random.default_rng(1)
     target = rng.random((5, 16, 16), dtype=np.float32)
     generated = np.clip(target + rng.normal(scale=0.05, size=target.shape), 0, 1).astype(np.float32)
-    metrics = study_a.image_metrics(generated, target)
+    metrics = image_metrics(generated, target)
     y_pred, y = torch.from_numpy(generated)[:, None], torch.from_numpy(target)[:, None]
     mae = MAEMetric(reduction="none")(y_pred, y).reshape(-1).numpy()
     psnr = PSNRMetric(max_val=1.0, reduction="none")(y_pred, y).reshape(-1).numpy()
@@ -277,7 +280,7 @@ def metrics_table(path, volumes: int, views: int, seed: int = 0):
     offsets = {"unet": 0.02, "csm": 0.05, "ctm": 0.01}
     volume_offset = rng.normal(0, 0.004, volumes)
     for model, offset in offsets.items():
-        for condition in study_a.CONDITIONS:
+        for condition in CONDITIONS:
             for v in range(volumes):
                 for i in range(views):
                     mae = offset + abs(volume_offset[v]) + 0.001 * rng.random()
@@ -297,7 +300,7 @@ def metrics_table(path, volumes: int, views: int, seed: int = 0):
 
 
 def test_paired_tests_detect_a_better_model_over_volumes(tmp_path):
-    tests = study_a.paired_tests(metrics_table(tmp_path / "m.tsv", 4, 6), tmp_path / "p.tsv")
+    tests = paired_tests(metrics_table(tmp_path / "m.tsv", 4, 6), tmp_path / "p.tsv")
     assert {"unit", "n_units", "n"} <= set(tests.columns)
     assert (tests["unit"] == "volume").all() and (tests["n_units"] == 4).all()
     assert (tests["n"] == 24).all()
@@ -311,14 +314,14 @@ def test_paired_tests_detect_a_better_model_over_volumes(tmp_path):
 
 def test_one_test_volume_gives_no_p_value(tmp_path):
     """The demo's situation: 12 views of one test volume support no test over volumes."""
-    tests = study_a.paired_tests(metrics_table(tmp_path / "m.tsv", 1, 12), tmp_path / "p.tsv")
+    tests = paired_tests(metrics_table(tmp_path / "m.tsv", 1, 12), tmp_path / "p.tsv")
     assert tests["p_value"].isna().all() and tests["p_adjusted"].isna().all()
     assert tests["note"].str.contains("too few units: 1").all()
     assert (tests["n_units"] == 1).all() and (tests["n"] == 12).all()
 
 
 def test_table1_has_cis_clustered_by_volume_and_evaluations(tmp_path):
-    table = study_a.table1(metrics_table(tmp_path / "m.tsv", 5, 3), tmp_path / "t.tsv")
+    table = table1(metrics_table(tmp_path / "m.tsv", 5, 3), tmp_path / "t.tsv")
     ctm = table[(table.model == "ctm") & (table.metric == "mae")].iloc[0]
     assert ctm["n_volumes"] == 5 and ctm["n"] == 15
     assert ctm["ci_low"] < ctm["mean"] < ctm["ci_high"]
@@ -327,7 +330,7 @@ def test_table1_has_cis_clustered_by_volume_and_evaluations(tmp_path):
         "csm": 200,
         "ctm": 200,
     }
-    one = study_a.table1(metrics_table(tmp_path / "m1.tsv", 1, 12), tmp_path / "t1.tsv")
+    one = table1(metrics_table(tmp_path / "m1.tsv", 1, 12), tmp_path / "t1.tsv")
     assert one["ci_low"].isna().all()
 
 
@@ -336,10 +339,10 @@ RESUME_SCRIPT = textwrap.dedent(
     import json, logging, sys, torch
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
-    from kneesynth import study_a
+    from kneesynth.study_a.train import train_model
     kind, condition, dataset, output, state, params = sys.argv[1:7]
-    study_a.train_model(kind, None if condition == "-" else condition, dataset, output, state,
-                        json.loads(params), {"device": "cpu"})
+    train_model(kind, None if condition == "-" else condition, dataset, output, state,
+                json.loads(params), {"device": "cpu"})
     """
 )
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from kneesynth.oai_generators import train_generator
-from kneesynth.synthetic import (
+from kneesynth.data.manifest import read_sample_manifest
+from kneesynth.study_b.generators import train_generator
+from kneesynth.study_b.synthetic import (
     make_synthetic_set,
     plot_kl_grid,
-    read_sample_manifest,
     sample_plan,
     synthetic_counts,
     write_synthetic_set,
@@ -25,30 +25,22 @@ SIZE = 16
 PLANTED_ID = "9912345"  # a participant id planted in the real manifest
 
 
-def tiny_oai(folder, per_grade=(4, 3, 3, 2, 1)):
-    """Tiny OAI manifest; every participant id and file name contains PLANTED_ID."""
-    rng = np.random.default_rng(1)
-    rows = []
-    for split in ("train", "val", "test"):
-        for grade, count in enumerate(per_grade):
-            for i in range(count):
-                image = rng.integers(0, 255, (SIZE, SIZE)).astype(np.uint8)
-                path = folder / "oai" / split / str(grade) / f"{PLANTED_ID}_{split}_{grade}_{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image).save(path)
-                rows.append(
-                    {
-                        "image": str(path),
-                        "participant": PLANTED_ID,
-                        "side": "L",
-                        "visit": "V00",
-                        "kl_grade": grade,
-                        "split": split,
-                    }
-                )
-    manifest = folder / "manifest.tsv"
-    pd.DataFrame(rows).to_csv(manifest, sep="\t", index=False)
-    return manifest
+@pytest.fixture
+def tiny_oai(tiny_oai):
+    """The shared tiny OAI set; every participant id and file name contains PLANTED_ID."""
+
+    def write(folder, per_grade=(4, 3, 3, 2, 1)):
+        return tiny_oai(
+            folder,
+            lambda rng, grade: rng.integers(0, 255, (SIZE, SIZE)).astype(np.uint8),
+            per_grade=per_grade,
+            seed=1,
+            path=f"oai/{{split}}/{{grade}}/{PLANTED_ID}_{{split}}_{{grade}}_{{i}}.png",
+            participant=PLANTED_ID,
+            side="L",
+        )
+
+    return write
 
 
 def test_counts_to_max_balances_real_plus_synthetic():
@@ -99,7 +91,7 @@ def test_dicom_is_marked_synthetic_and_holds_the_pixels(tmp_path):
     assert len(uids) == 3
 
 
-def test_synthetic_set_carries_no_source_identifiers(tmp_path):
+def test_synthetic_set_carries_no_source_identifiers(tiny_oai, tmp_path):
     manifest = tiny_oai(tmp_path)
     config = {
         "image_size": SIZE,
@@ -170,7 +162,7 @@ def test_kl_grid_figure(tmp_path):
         assert figure.size[0] > 100 and figure.size[1] > 100
 
 
-# --- the DICOM referee (issue 12, finding 9) -------------------------------------------------
+# --- the DICOM referee -------------------------------------------------
 def small_set(folder, generator="wgan", seed=1, offset=0):
     images = (np.arange(5 * SIZE * SIZE).reshape(5, SIZE, SIZE) + offset).astype(np.uint8)
     plan = sample_plan(generator, {0: 2, 1: 1, 2: 0, 3: 1, 4: 1}, seed=seed)

@@ -7,11 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from kneesynth.errors import InputError
-from kneesynth.io import load_npz, save_npz
-from kneesynth.utility import (
+from kneesynth.checks.utility import (
     bone_classes,
-    classifier_utility,
     dice_per_image,
     ratio_interval,
     sample_pairs,
@@ -20,6 +17,9 @@ from kneesynth.utility import (
     select_mask_images,
     train_segmenter,
 )
+from kneesynth.checks.utility_classifier import classifier_utility
+from kneesynth.errors import InputError
+from kneesynth.io import load_npz, save_npz
 
 torch.set_num_threads(1)
 
@@ -64,21 +64,17 @@ def legs(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("utility")
+def dataset(tmp_path_factory, study_a_dataset):
     drr, bone = legs(20, 16, seed=0)
-    split = np.array(["train"] * 10 + ["val"] * 4 + ["test"] * 6)
-    path = root / "dataset.npz"
-    save_npz(
-        path,
-        drr=drr,
+    return study_a_dataset(
+        tmp_path_factory.mktemp("utility") / "dataset.npz",
+        drr,
+        split=["train"] * 10 + ["val"] * 4 + ["test"] * 6,
+        volume=[f"v{i // 4}" for i in range(20)],
+        view=np.arange(20) % 4,
         contour=(bone > 0) * 0.5,
         bone=bone,
-        volume=np.array([f"v{i // 4}" for i in range(20)]),
-        view=np.arange(20) % 4,
-        split=split,
     )
-    return path
 
 
 def test_bone_classes_and_dice_by_hand():
@@ -130,7 +126,7 @@ def test_segmenter_is_deterministic():
 
 
 def test_ctm_pairs_and_segmentation_utility(dataset, tmp_path):
-    from kneesynth.study_a import build_network
+    from kneesynth.study_a.train import build_network
     from kneesynth.training import save_weights
 
     weights = tmp_path / "ctm_contour_bone.pt"
@@ -227,7 +223,7 @@ def test_classifier_utility_by_hand():
 
 
 def test_bad_prediction_name_and_pairs_off_the_mask_split(dataset, tmp_path):
-    from kneesynth.utility import read_kl_predictions
+    from kneesynth.checks.utility_classifier import read_kl_predictions
 
     bad = tmp_path / "real" / "run0.tsv"
     bad.parent.mkdir()

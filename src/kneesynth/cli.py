@@ -22,7 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kneesynth.data import oai
+from kneesynth.data.ct_volumes import read_volume
+from kneesynth.data.ingest import list_volumes
 from kneesynth.errors import InputError
+from kneesynth.progress import ProgressLog
+from kneesynth.summary import format_scorecard, read_scorecard, scorecard_path
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
@@ -53,10 +58,10 @@ class Report:
 def load_config(directory: Path, configfiles: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """The config as Snakemake builds it: ``config/config.yaml``, then each ``--configfile``
     on top (key by key), validated against the workflow's schema (defaults filled in)."""
-    import yaml
-    from snakemake.utils import update_config
+    import yaml  # heavy (yaml): imported on use
+    from snakemake.utils import update_config  # heavy (snakemake): imported on use
 
-    from kneesynth.config import validate_config
+    from kneesynth.config import validate_config  # heavy (yaml): imported on use
 
     base = directory / DEFAULT_CONFIG
     if not base.is_file():
@@ -85,8 +90,6 @@ def load_config(directory: Path, configfiles: Sequence[str]) -> tuple[dict[str, 
 def check_ct_folder(sicas_dir: str, report: Report) -> None:
     """SICAS/SMIR CTs: the folder's volumes (names, duplicates) and each volume read as the
     ingest step reads it (truncated files, bad DICOM series, NaN voxels); nothing resampled."""
-    from kneesynth.ingest import list_volumes, read_volume
-    from kneesynth.progress import ProgressLog
 
     volumes = report.attempt(lambda: list_volumes(sicas_dir))
     if volumes is None:
@@ -106,7 +109,6 @@ def check_ct_folder(sicas_dir: str, report: Report) -> None:
 def check_oai_folder(data: Mapping[str, Any], ingest: Mapping[str, Any], report: Report) -> None:
     """OAI radiographs: the Chen layout (folders, file signatures, duplicate IDs) or raw OAI
     (every KL table, then the DICOM headers); no image is converted."""
-    from kneesynth import oai
 
     oai_dir, oai_format = data["oai_dir"], data.get("oai_format", "chen")
     if oai_format == "chen":
@@ -185,7 +187,6 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 # scorecard
 # --------------------------------------------------------------------------------------------
 def cmd_scorecard(args: argparse.Namespace) -> int:
-    from kneesynth.summary import format_scorecard, read_scorecard, scorecard_path
 
     path = scorecard_path(args.results)
     rows = read_scorecard(path)
@@ -199,7 +200,12 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 def validate_reader_sheets(responses_dir: Path, keys_dir: Path) -> Report:
     """Every ``<reader>_<generator>.csv`` in ``responses_dir`` against the key of its kit:
     the name, the columns, every image_id in the kit and none twice, answers real/synthetic."""
-    from kneesynth.reader_study import list_responses, parse_response_name, read_answers, read_key
+    from kneesynth.checks.reader_study import (
+        list_responses,
+        parse_response_name,
+        read_answers,
+        read_key,
+    )  # heavy (pandas, scipy, statsmodels): imported on use
 
     report = Report()
     if not responses_dir.is_dir():

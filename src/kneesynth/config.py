@@ -119,9 +119,9 @@ def validate_config(
     'integer'`` or ``--config projection={n_views: sixty}: projection.n_views: 'sixty' is not
     of type 'integer'``.
     """
-    import jsonschema
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
+    import jsonschema  # heavy (jsonschema): imported on use
+    from snakemake.exceptions import WorkflowError  # heavy (snakemake): imported on use
+    from snakemake.utils import validate  # heavy (snakemake): imported on use
 
     parsed = command_line_overrides(overrides)
     for key, _, value in parsed:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from os import PathLike
+
+log = logging.getLogger(__name__)
 
 
 class InputError(Exception):
@@ -24,3 +28,15 @@ class OutputError(InputError):
     Same one-line form as :class:`InputError` (``"<path>: cannot write: <why>"``), which it
     extends so that every script reports it without a traceback.
     """
+
+
+def raise_problems(problems: Sequence[InputError], what: str = "file(s)") -> None:
+    """Stop on collected problems: each one logged as an ERROR line, then one
+    :class:`InputError` (the first, and how many more), so that one run shows every bad file."""
+    if not problems:
+        return
+    for problem in problems:
+        log.error("%s", problem)
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more {what}, each logged above)" if len(problems) > 1 else ""
+    raise InputError(first.path, f"{first.problem}{more}")

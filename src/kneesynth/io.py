@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from kneesynth.errors import OutputError
+from kneesynth.errors import InputError, OutputError
 
 #: Why a write failed, by errno: these are problems of the place written to, not of the code.
 WRITE_FAILURES = {
@@ -183,7 +183,6 @@ def save_npz(path: str | os.PathLike[str], compressed: bool = True, **arrays: An
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read every array of an .npz into memory; a damaged file is an InputError."""
-    from kneesynth.errors import InputError
 
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -196,7 +195,7 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def write_tsv(path: str | os.PathLike[str], table: Any, **to_csv_kwargs: Any) -> None:
     """Write a pandas DataFrame (or a list of row dicts) as TSV, atomically."""
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): imported on use
 
     frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
     with atomic_path(path) as tmp:
@@ -205,9 +204,7 @@ def write_tsv(path: str | os.PathLike[str], table: Any, **to_csv_kwargs: Any) ->
 
 def read_tsv(path: str | os.PathLike[str], required: Mapping[str, Any] | list[str] = ()) -> Any:
     """Read a TSV into a DataFrame, checking that the ``required`` columns are there."""
-    import pandas as pd
-
-    from kneesynth.errors import InputError
+    import pandas as pd  # heavy (pandas): imported on use
 
     try:
         frame = pd.read_csv(path, sep="\t")

@@ -4,7 +4,7 @@ Read by ``kneesynth scorecard``, by the Snakefile's ``onsuccess``/``onerror`` ha
 in Snakemake's own process, where kneesynth's dependencies may be absent: standard library only
 here) and by the rule that writes the report's headline.
 
-The scorecard (``results/tables/scorecard.tsv``, :mod:`kneesynth.scorecard`) is read as a plain
+The scorecard (``results/tables/scorecard.tsv``, :mod:`kneesynth.report.scorecard`) is read as a plain
 table: one row per claim or setting with the columns ``study``, ``kind``, ``claim``,
 ``paper_value``, ``our_value``, ``reproduced`` and ``evidence``. Rows of kind ``setting`` are the
 papers' settings; every other row is a claim. Verdicts are counted as they come, so a new verdict

@@ -1,13 +1,16 @@
 # Stage checks (study C and the checks of every generator): memorisation (max Pearson
 # correlation with the training set, Akbar et al.), realism (classifier two-sample test), the
 # reader-study kit and its scoring, and train-on-synthetic / test-on-real utility.
-# Library: src/kneesynth/{memorization,realism,reader_study,utility}.py.
-# Controls (kneesynth.controls) run through the same rules as the generators: study A's as
+# Library: src/kneesynth/checks/ (memorization, memorization_report, realism, reader_study,
+# utility, controls).
+# Controls (kneesynth.checks.controls) run through the same rules as the generators: study A's as
 # sample files beside the CSM/CTM samples, study B's as evaluation sets (study_b.smk); the
 # memorisation probe (the shared DDPM base trained further on a few images until it copies them)
 # and its full-data twin (the base) join the study B memorisation check. controls.tsv judges every
 # check on its controls.
-CHECKS_CONTROL_NAMES = ["control_copy", "control_holdout", "control_noise"]
+from kneesynth.checks.settings import CONTROLS, PROBE, PROBE_FULL
+
+CHECKS_CONTROL_NAMES = list(CONTROLS)
 CHECKS_A_CONTROL_FILES = expand(
     "results/checks/study_a_controls/{control}.npz", control=CHECKS_CONTROL_NAMES
 )
@@ -23,9 +26,7 @@ CHECKS_B_SAMPLE_MANIFESTS = expand(
     name=config["checks"]["study_b_generators"] + CHECKS_CONTROL_NAMES,
 )
 CHECKS_PROBE = config["checks"]["memorization_probe"]["enabled"]
-CHECKS_PROBE_NAMES = (
-    ["memorization_probe", "memorization_probe_full"] if CHECKS_PROBE else []
-)
+CHECKS_PROBE_NAMES = [PROBE, PROBE_FULL] if CHECKS_PROBE else []
 CHECKS_PROBE_MANIFESTS = expand(
     "results/evaluation/study_b/{name}/manifest.tsv", name=CHECKS_PROBE_NAMES
 )

@@ -5,6 +5,8 @@
 # request for study C, syn-<generator> (synthetic images only).
 # GPU rules: train_classifier_real, train_classifier_augmented, train_classifier_synthetic_only.
 
+from kneesynth.study_b.settings import TASK_CLASSES
+
 CLASSIFIERS_CONFIG = config["study_b"]["classifiers"]
 # what a classifier's training reads: not the arms, tasks and seeds of the tables (tasks and
 # seeds are passed per job) nor the statistics
@@ -109,7 +111,7 @@ rule train_classifier_synthetic_only:
     benchmark:
         "benchmarks/train_classifier_synthetic_only/{task}/{generator}.tsv"
     wildcard_constraints:
-        task="kl5|kl_binary",
+        task="|".join(TASK_CLASSES),
         generator="|".join(STUDY_B_GENERATOR_NAMES),
     conda:
         "../../envs/kneesynth.yaml"

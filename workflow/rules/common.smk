@@ -5,9 +5,10 @@ import sys
 
 from kneesynth.config import validate_config
 from kneesynth.errors import InputError
-from kneesynth.ingest import list_volumes, volume_names
-from kneesynth.oai import batch_folder, oai_batches
-from kneesynth.study_a_settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
+from kneesynth.data.ingest import list_volumes, volume_names
+from kneesynth.data.oai_raw import batch_folder, oai_batches
+from kneesynth.study_a.settings import CONDITIONS as STUDY_A_CONDITIONS
+from kneesynth.study_a.settings import TRAINING_KEYS as STUDY_A_TRAINING_KEYS
 
 try:
     validate_config(
@@ -41,7 +42,7 @@ except InputError as error:  # e.g. an empty or missing data.sicas_dir: one line
 wildcard_constraints:
     volume=r"[^/]+",
     batch=r"[^/]+",
-    condition=r"contour|contour_bone",
+    condition="|".join(STUDY_A_CONDITIONS),
 
 
 def all_targets(wildcards):

@@ -1,10 +1,10 @@
 # Stage data: phantom CTs and radiographs (without real data), standardised CT volumes,
 # the OAI manifest and the train/val/test splits. The input functions (common.smk) pick
 # phantom or real folders from config["data"]; VOLUMES (the {volume} wildcard values) is
-# computed at parse time by kneesynth.ingest.volume_names without rendering or reading any
-# image, and OAI_BATCHES (raw OAI) by kneesynth.oai.oai_batches. One ingest job per volume and
-# one crop job per raw OAI batch: a bad input fails its own job, and --keep-going reports
-# every bad one in one run without deleting the good ones.
+# computed at parse time by kneesynth.data.ingest.volume_names without rendering or reading
+# any image, and OAI_BATCHES (raw OAI) by kneesynth.data.oai_raw.oai_batches. One ingest job
+# per volume and one crop job per raw OAI batch: a bad input fails its own job, and
+# --keep-going reports every bad one in one run without deleting the good ones.
 DATA_DATA = [
     *expand("results/ct/{volume}.nii.gz", volume=VOLUMES),
     "results/splits/volumes.tsv",

@@ -1,6 +1,6 @@
 # Stage drr: forward projection of every standardised CT volume into DRRs and bone projections.
 # ASTRA 3D cone beam (FP3D_CUDA) on a GPU; ASTRA 2D fan beam as one sparse system-matrix
-# product on CPU (see src/kneesynth/drr.py). VOLUMES comes from common.smk.
+# product on CPU (see src/kneesynth/projection/drr.py). VOLUMES comes from common.smk.
 
 DRR_DRR = expand("results/drr/{volume}.npz", volume=VOLUMES)
 

@@ -1,7 +1,9 @@
 # Study A (Mei et al.): NCSN++ score models CSM and CTM, the U-Net baseline, sampling,
-# Table I, paired tests and Fig. 3. Logic in src/kneesynth/study_a.py.
-STUDY_A_CONDITIONS = ["contour", "contour_bone"]
-STUDY_A_MODELS = ["unet", "csm", "ctm"]
+# Table I, paired tests and Fig. 3. Logic in src/kneesynth/study_a/.
+from kneesynth.study_a.settings import MODELS, CONDITIONS
+
+STUDY_A_CONDITIONS = list(CONDITIONS)
+STUDY_A_MODELS = list(MODELS)
 
 STUDY_A_GENERATORS = ["results/models/study_a/csm.pt"] + expand(
     "results/models/study_a/{model}_{condition}.pt",
@@ -116,7 +118,7 @@ rule sample_drr:
     benchmark:
         "benchmarks/sample_drr/{model}_{condition}.tsv"
     wildcard_constraints:
-        model="csm|ctm|unet",
+        model="|".join(STUDY_A_MODELS),
     conda:
         "../../envs/kneesynth.yaml"
     params:

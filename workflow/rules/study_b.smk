@@ -5,10 +5,13 @@
 # train_fid_features, fid_table.
 
 # Every metric (FID/KID here, C2ST and memorisation in checks.smk) reads the evaluation sets in
-# results/evaluation/study_b/{name}/: each generator's and each control's (kneesynth.controls),
-# all with the real test split's KL grade mix and the same counts.
-STUDY_B_GENERATOR_NAMES = ["ddpm_uncond", "ddpm_cond", "wgan"]
-STUDY_B_CONTROL_NAMES = ["control_copy", "control_holdout", "control_noise"]
+# results/evaluation/study_b/{name}/: each generator's and each control's
+# (kneesynth.checks.controls), all with the real test split's KL grade mix and the same counts.
+from kneesynth.checks.settings import CONTROLS
+from kneesynth.study_b.settings import GENERATORS
+
+STUDY_B_GENERATOR_NAMES = list(GENERATORS)
+STUDY_B_CONTROL_NAMES = list(CONTROLS)
 
 STUDY_B_GENERATORS = (
     expand("results/models/study_b/{generator}.pt", generator=STUDY_B_GENERATOR_NAMES)
@@ -58,7 +61,7 @@ rule train_study_b_generator:
     benchmark:
         "benchmarks/train_study_b_generator/{generator}.tsv"
     wildcard_constraints:
-        generator="ddpm_uncond|ddpm_cond|wgan",
+        generator="|".join(STUDY_B_GENERATOR_NAMES),
     conda:
         "../../envs/kneesynth.yaml"
     params:
@@ -85,7 +88,7 @@ rule sample_study_b_generator:
     benchmark:
         "benchmarks/sample_study_b_generator/{generator}.tsv"
     wildcard_constraints:
-        generator="ddpm_uncond|ddpm_cond|wgan",
+        generator="|".join(STUDY_B_GENERATOR_NAMES),
     conda:
         "../../envs/kneesynth.yaml"
     params:

@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.io import read_tsv
-    from kneesynth.kl_metrics import plot_accuracy, plot_confusion_matrices
+    from kneesynth.study_b.kl_figures import plot_accuracy, plot_confusion_matrices
 
     table = read_tsv(snakemake.input.table, required=["model", "condition", "metric", "value"])
     per_seed = read_tsv(snakemake.input.per_seed, required=["task", "arm", "seed", "metric"])

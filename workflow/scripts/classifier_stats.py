@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.io import write_tsv
-    from kneesynth.kl_metrics import (
+    from kneesynth.study_b.kl_metrics import (
         accuracy_intervals,
         kl_classification_table,
         metrics_per_seed,

@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.controls import write_controls_table
+    from kneesynth.checks.controls_table import write_controls_table
 
     write_controls_table(
         snakemake.output[0],

@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.oai import crop_oai_batch
+    from kneesynth.data.oai_raw import crop_oai_batch
 
     crop_oai_batch(
         snakemake.params.oai_dir,

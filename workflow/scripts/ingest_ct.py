@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.ingest import ingest_volume
+    from kneesynth.data.ingest import ingest_volume
 
     ingest_volume(snakemake.input.volume, snakemake.output.volume, snakemake.params.ingest)
 

@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.oai import ingest_oai
+    from kneesynth.data.oai import ingest_oai
 
     ingest_oai(
         snakemake.input.oai,

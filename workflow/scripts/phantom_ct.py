@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 def main(snakemake):
     from pathlib import Path
 
-    from kneesynth.phantom import write_phantom_ct
+    from kneesynth.data.phantom_ct import write_phantom_ct
 
     out_dir = Path(snakemake.output.volumes[0]).parent
     written = write_phantom_ct(

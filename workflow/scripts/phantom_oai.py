@@ -4,8 +4,8 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
+    from kneesynth.data.phantom_oai import radiograph_table, write_phantom_oai
     from kneesynth.io import write_tsv
-    from kneesynth.phantom import radiograph_table, write_phantom_oai
 
     radiographs = write_phantom_oai(
         snakemake.params.oai,

@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.drr import project_ct_file
+    from kneesynth.projection.drr import project_ct_file
 
     project_ct_file(snakemake.input.ct, snakemake.output.drr, snakemake.params.projection)
 

@@ -1,5 +1,5 @@
 from kneesynth.io import write_tsv
-from kneesynth.provenance import provenance_rows
+from kneesynth.report.provenance import provenance_rows
 from kneesynth.workflow import run_script
 
 

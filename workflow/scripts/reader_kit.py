@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.reader_study import make_study_b_kits
+    from kneesynth.checks.reader_study import make_study_b_kits
 
     generators = list(snakemake.params.generators)
     settings = snakemake.params.settings

@@ -5,8 +5,9 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
+    from kneesynth.checks.reader_study import score_reader_study
+    from kneesynth.checks.settings import PAPER_DETECTION_RATE
     from kneesynth.io import write_tsv
-    from kneesynth.reader_study import PAPER_DETECTION_RATE, score_reader_study
 
     generators = list(snakemake.params.generators)
     table = score_reader_study(

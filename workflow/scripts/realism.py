@@ -4,18 +4,18 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth import realism
+    from kneesynth.checks.realism_report import study_a_realism, study_b_realism
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
 
     settings = snakemake.params.settings
     device = device_for(snakemake.params.compute)
     if hasattr(snakemake.input, "manifest"):
-        rows = realism.study_b_realism(
+        rows = study_b_realism(
             snakemake.input.manifest, list(snakemake.input.samples), settings, device
         )
     else:
-        rows = realism.study_a_realism(list(snakemake.input.samples), settings, device)
+        rows = study_a_realism(list(snakemake.input.samples), settings, device)
     write_tsv(snakemake.output[0], rows)
 
 

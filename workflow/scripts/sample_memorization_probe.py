@@ -8,7 +8,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.synthetic import make_evaluation_set
+    from kneesynth.study_b.synthetic import make_evaluation_set
 
     weights = {
         "memorization_probe": snakemake.input.probe,

@@ -1,9 +1,9 @@
-"""Rule scorecard: every claim and setting of the papers beside ours (kneesynth.scorecard)."""
+"""Rule scorecard: every claim and setting of the papers beside ours (kneesynth.report.scorecard)."""
 
 import logging
 
 from kneesynth.io import write_tsv
-from kneesynth.scorecard import TABLES, build_scorecard, headline_text, write_scorecard_html
+from kneesynth.report.scorecard import TABLES, build_scorecard, headline_text, write_scorecard_html
 from kneesynth.workflow import run_script
 
 
@@ -12,7 +12,7 @@ def main(snakemake):
     scorecard = build_scorecard(tables, snakemake.params.config)
     write_tsv(snakemake.output.tsv, scorecard)
     write_scorecard_html(snakemake.output.html, scorecard)
-    logging.getLogger("kneesynth.scorecard").info("scorecard: %s", headline_text(scorecard))
+    logging.getLogger("kneesynth.report.scorecard").info("scorecard: %s", headline_text(scorecard))
 
 
 run_script(main, snakemake)

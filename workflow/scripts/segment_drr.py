@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.segmentation import segment_drr_file
+    from kneesynth.projection.segmentation import segment_drr_file
 
     segment_drr_file(
         snakemake.input.drr, snakemake.output.segmentation, snakemake.params.segmentation

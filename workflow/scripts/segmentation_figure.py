@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.segmentation import segmentation_figure
+    from kneesynth.projection.segmentation import segmentation_figure
 
     segmentation_figure(
         list(snakemake.input.drr),

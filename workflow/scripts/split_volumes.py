@@ -4,8 +4,8 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
+    from kneesynth.data.splits import write_volume_splits
     from kneesynth.seeding import derive_seed
-    from kneesynth.splits import write_volume_splits
 
     splits = snakemake.params.splits
     write_volume_splits(

@@ -1,6 +1,6 @@
 """Assemble the study A dataset from per-volume DRRs, segmentations and the volume split."""
 
-from kneesynth.study_a import assemble_dataset
+from kneesynth.study_a.dataset import assemble_dataset
 from kneesynth.workflow import run_script
 
 

@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.controls import study_a_controls
+    from kneesynth.checks.controls import study_a_controls
 
     outputs = {Path(path).name.removesuffix(".npz"): path for path in snakemake.output}
     study_a_controls(

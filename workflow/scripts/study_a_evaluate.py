@@ -1,6 +1,6 @@
 """MAE and PSNR of every generated study A test image."""
 
-from kneesynth.study_a import evaluate_samples
+from kneesynth.study_a.evaluate import evaluate_samples
 from kneesynth.workflow import run_script
 
 

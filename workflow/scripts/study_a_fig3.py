@@ -1,6 +1,6 @@
 """Fig. 3 of Mei et al.: generated DRRs of every model beside the ground truth, error maps."""
 
-from kneesynth.study_a import figure3
+from kneesynth.study_a.figures import figure3
 from kneesynth.workflow import run_script
 
 

@@ -1,6 +1,6 @@
 """Generate the study A test images of one model under one condition."""
 
-from kneesynth.study_a import sample_test_images
+from kneesynth.study_a.sample import sample_test_images
 from kneesynth.workflow import run_script
 
 

@@ -1,7 +1,7 @@
 """Table I (mean, std and the CI clustered by volume beside the paper's) and the study A
 model comparisons over test volumes."""
 
-from kneesynth.study_a import paired_tests, table1
+from kneesynth.study_a.evaluate import paired_tests, table1
 from kneesynth.workflow import run_script
 
 

@@ -1,6 +1,6 @@
 """Train one study A model (CSM, CTM or U-Net baseline); resumes from its state folder."""
 
-from kneesynth.study_a import train_model
+from kneesynth.study_a.train import train_model
 from kneesynth.workflow import run_script
 
 

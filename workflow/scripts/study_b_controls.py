@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.controls import study_b_controls
+    from kneesynth.checks.controls import study_b_controls
 
     out_dirs = {Path(path).parent.name: Path(path).parent for path in snakemake.output.manifests}
     study_b_controls(

@@ -6,8 +6,8 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.fid import fid_table
     from kneesynth.io import write_tsv
+    from kneesynth.study_b.fid import fid_table
 
     table = fid_table(
         snakemake.input.manifest,

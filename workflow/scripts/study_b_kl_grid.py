@@ -4,7 +4,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.synthetic import kl_grid_columns, plot_kl_grid
+    from kneesynth.study_b.synthetic import kl_grid_columns, plot_kl_grid
 
     columns = kl_grid_columns(snakemake.input.manifest, list(snakemake.input.samples))
     plot_kl_grid(

@@ -9,8 +9,8 @@ def as_list(paths):
 
 
 def main(snakemake):
-    from kneesynth.classify import parse_arm, run_arm
     from kneesynth.compute import device_for
+    from kneesynth.study_b.classify import parse_arm, run_arm
 
     arm = parse_arm(snakemake.params.arm)
     tasks, seeds = as_list(snakemake.params.tasks), list(snakemake.params.seeds)

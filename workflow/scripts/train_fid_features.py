@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.fid import train_feature_net
+    from kneesynth.study_b.fid import train_feature_net
 
     train_feature_net(
         snakemake.input.manifest,

@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.oai_generators import train_memorization_probe
+    from kneesynth.study_b.generators import train_memorization_probe
 
     train_memorization_probe(
         snakemake.input.manifest,

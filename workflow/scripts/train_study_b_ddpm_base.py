@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.oai_generators import train_ddpm_base
+    from kneesynth.study_b.generators import train_ddpm_base
 
     train_ddpm_base(
         snakemake.input.manifest,

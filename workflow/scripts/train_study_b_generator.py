@@ -5,7 +5,7 @@ from kneesynth.workflow import run_script
 
 def main(snakemake):
     from kneesynth.compute import device_for
-    from kneesynth.oai_generators import train_generator
+    from kneesynth.study_b.generators import train_generator
 
     train_generator(
         snakemake.wildcards.generator,

@@ -5,9 +5,9 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
+    from kneesynth.checks.utility_classifier import utility_table
     from kneesynth.compute import device_for
     from kneesynth.io import write_tsv
-    from kneesynth.utility import utility_table
 
     table, per_image = utility_table(
         snakemake.input.dataset,

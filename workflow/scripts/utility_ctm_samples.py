@@ -6,7 +6,7 @@ from kneesynth.workflow import run_script
 
 
 def main(snakemake):
-    from kneesynth.utility import sample_pairs
+    from kneesynth.checks.utility import sample_pairs
 
     utility = snakemake.params.utility
     sample_pairs(

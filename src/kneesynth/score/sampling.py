@@ -146,8 +146,8 @@ class PredictorCorrectorSampler(Sampler):
     """Reverse-diffusion predictor + Langevin corrector (score_sde ``pc_sampler``).
 
     ``steps``: N predictor steps from ``t_start`` down to eps, whatever ``t_start`` is: from
-    the prior (t_start = 1) and for SDEdit alike, as in Algorithm 1 of Mei et al. (papers/002:
-    t_n = (n / N) t0), so CSM makes N (1 + corrector_steps) evaluations per image, 1000 at
+    the prior (t_start = 1) and for SDEdit alike, as in Algorithm 1 of Mei et al.
+    (t_n = (n / N) t0), so CSM makes N (1 + corrector_steps) evaluations per image, 1000 at
     N = 500. Deviation from score_sde: the corrector's step size uses
     each image's own ||z|| / ||s|| (score_sde averages the norms over the batch), so a sample
     does not depend on which images share its batch.

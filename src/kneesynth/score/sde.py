@@ -37,13 +37,3 @@ class VESDE:
     def diffusion(self, t: torch.Tensor | float) -> torch.Tensor:
         """g(t) of dx = g(t) dw."""
         return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
-
-    def marginal_prob(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean (B, C, H, W) and std (B,) of p_t(x | x0)."""
-        return x0, self.sigma(t).to(x0.device)
-
-    def prior_sampling(
-        self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> torch.Tensor:
-        """x_T ~ N(0, sigma_max^2 I)."""
-        return self.sigma_max * torch.randn(shape, generator=generator, device=device)
