@@ -16,7 +16,6 @@ DEFAULT_COMPUTE: dict[str, Any] = {
     "bf16": False,
     "channels_last": False,
     "compile": False,
-    "num_workers": 0,
     "deterministic": True,
 }
 
