@@ -325,6 +325,8 @@ def test_generator_order_needs_fid_and_kid_to_agree_and_passing_controls(tmp_pat
     # FID separated, KID not: the two measures disagree, so no verdict
     row = claim(card, "FID lower for ddpm_cond than for the WGAN")
     assert row["reproduced"] == "inconclusive" and "KID" in row["our_value"]
+    # the why names the measure behind each part of the disagreement
+    assert "yes: FID: " in row["why"] and "inconclusive: KID: " in row["why"], row["why"]
     controls = [{"study": "B", "check": "kid", "control": "control_noise", "passes": "no"}]
     card = build_scorecard(tables(tmp_path, fid=fid_rows(values), controls=controls), {})
     row = claim(card, "FID lower for ddpm_uncond than for the WGAN")

@@ -254,7 +254,8 @@ def study_b_rows(
             wgan = _interval_of(fid, metric, model="wgan", condition="overall")
             if not _finite(ours[0], wgan[0]):
                 continue
-            verdicts.append(separated(ours, wgan, "lower", ("B", metric) in failed))
+            verdict = separated(ours, wgan, "lower", ("B", metric) in failed)
+            verdicts.append(Verdict(verdict.reproduced, f"{metric.upper()}: {verdict.why}"))
             texts.append(
                 f"{metric.upper()} {_fmt(ours[0])} {_ci(*ours[1:])} vs "
                 f"{_fmt(wgan[0])} {_ci(*wgan[1:])}"
